@@ -252,7 +252,11 @@ mod tests {
         assert_eq!(t.name, "O'Brien \"Co\"");
         assert_eq!(t.price, Decimal::from_str("1.25").unwrap());
         assert_eq!(t.availability, 3);
-        assert_eq!(t.timestamp, now(), "missing timestamp falls back to receive time");
+        assert_eq!(
+            t.timestamp,
+            now(),
+            "missing timestamp falls back to receive time"
+        );
     }
 
     #[test]
@@ -271,7 +275,10 @@ mod tests {
             ("not json".into(), "syntax"),
             ("[1,2]".into(), "not_object"),
             ("{'a': undefined}".into(), "syntax"),
-            (r#"{"name":"CIB","price":1,"availability":1}"#.into(), "missing_field"),
+            (
+                r#"{"name":"CIB","price":1,"availability":1}"#.into(),
+                "missing_field",
+            ),
             (
                 format!(r#"{{"stock_id":"nope","name":"CIB","price":1,"availability":1}}"#),
                 "invalid_field",
