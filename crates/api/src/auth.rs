@@ -1,0 +1,153 @@
+//! Authentication: one extractor, [`AuthUser`], for every scheme bourse accepts, so that a route
+//! declares *that* it needs a user and never *how* the user proved who they are.
+//!
+//! `Basic` checks the password against its argon2id hash. Because that check is slow by design
+//! and clients send Basic credentials on every request, a successful check is remembered for a
+//! minute under a SHA-256 of the credentials (never the password itself).
+
+use crate::error::ApiError;
+use crate::password;
+use crate::state::ApiContext;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use base64::Engine;
+use bourse_store::users::{Role, User};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// An authenticated, active user.
+#[derive(Debug, Clone)]
+pub struct AuthUser(pub User);
+
+/// An authenticated user with the `admin` role (403 for any other user).
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub User);
+
+/// The user if the request carries credentials, `None` if it carries none (bad credentials are
+/// still 401).
+#[derive(Debug, Clone)]
+pub struct MaybeUser(pub Option<User>);
+
+impl FromRequestParts<ApiContext> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &ApiContext) -> Result<Self, ApiError> {
+        if let Some(user) = parts.extensions.get::<AuthUser>() {
+            return Ok(user.clone());
+        }
+        let user = authenticate(parts, ctx)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        let user = AuthUser(user);
+        parts.extensions.insert(user.clone());
+        Ok(user)
+    }
+}
+
+impl FromRequestParts<ApiContext> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &ApiContext) -> Result<Self, ApiError> {
+        let AuthUser(user) = AuthUser::from_request_parts(parts, ctx).await?;
+        if user.role == Role::Admin {
+            Ok(AdminUser(user))
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}
+
+impl FromRequestParts<ApiContext> for MaybeUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &ApiContext) -> Result<Self, ApiError> {
+        if parts.headers.contains_key(AUTHORIZATION) {
+            Ok(MaybeUser(Some(
+                AuthUser::from_request_parts(parts, ctx).await?.0,
+            )))
+        } else {
+            Ok(MaybeUser(None))
+        }
+    }
+}
+
+/// `Ok(None)` when there is no `Authorization` header; an error when there is one that does not
+/// identify an active user.
+async fn authenticate(parts: &Parts, ctx: &ApiContext) -> Result<Option<User>, ApiError> {
+    let Some(header) = parts.headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let header = header.to_str().map_err(|_| ApiError::BadCredentials)?;
+    let (scheme, value) = header.split_once(' ').ok_or(ApiError::BadCredentials)?;
+    let value = value.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        basic(value, ctx).await.map(Some)
+    } else {
+        Err(ApiError::BadCredentials)
+    }
+}
+
+async fn basic(encoded: &str, ctx: &ApiContext) -> Result<User, ApiError> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| ApiError::BadCredentials)?;
+    let text = String::from_utf8(decoded).map_err(|_| ApiError::BadCredentials)?;
+    let (username, password) = text.split_once(':').ok_or(ApiError::BadCredentials)?;
+    let key: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+    if let Some(user) = ctx.credentials.get(&key) {
+        return Ok(user);
+    }
+    let creds = ctx
+        .store
+        .credentials_by_username(username)
+        .await?
+        .ok_or(ApiError::BadCredentials)?;
+    let hash = creds.password_hash.ok_or(ApiError::BadCredentials)?;
+    if !password::verify_async(password.to_string(), hash).await {
+        return Err(ApiError::BadCredentials);
+    }
+    if !creds.user.active {
+        return Err(ApiError::BadCredentials);
+    }
+    ctx.credentials.put(key, creds.user.clone());
+    Ok(creds.user)
+}
+
+/// Remembers recently verified credentials (see the module doc).
+pub struct CredentialCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<[u8; 32], (Instant, User)>>,
+}
+
+const MAX_CREDENTIALS: usize = 10_000;
+
+impl CredentialCache {
+    pub fn new(ttl: Duration) -> CredentialCache {
+        CredentialCache {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<User> {
+        let map = self.entries.lock().ok()?;
+        map.get(key)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, u)| u.clone())
+    }
+
+    fn put(&self, key: [u8; 32], user: User) {
+        if let Ok(mut map) = self.entries.lock() {
+            if map.len() >= MAX_CREDENTIALS {
+                map.retain(|_, (at, _)| at.elapsed() < self.ttl);
+                if map.len() >= MAX_CREDENTIALS {
+                    map.clear();
+                }
+            }
+            map.insert(key, (Instant::now(), user));
+        }
+    }
+}

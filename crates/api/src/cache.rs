@@ -1,0 +1,81 @@
+//! A micro-cache for the hottest reads (`GET /stocks`, `GET /stocks/{id}`).
+//!
+//! Entries live for a few tens of milliseconds. That bounds staleness well under SPEC's "any
+//! replica shows a committed price within 100 ms" (ticks may be committed by another replica, so
+//! local invalidation alone could not promise that) while turning thousands of identical reads
+//! per second into a handful of queries.
+
+use bourse_store::feed::{StockDetail, StockRow};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+type Entry<T> = (Instant, Arc<T>);
+
+pub struct StockCache {
+    ttl: Duration,
+    details: RwLock<HashMap<Uuid, Entry<Option<StockDetail>>>>,
+    list: RwLock<Option<Entry<Vec<StockRow>>>>,
+}
+
+/// Bound on cached ids, so that requests for random ids cannot grow memory without limit.
+const MAX_ENTRIES: usize = 100_000;
+
+impl StockCache {
+    pub fn new(ttl: Duration) -> StockCache {
+        StockCache {
+            ttl,
+            details: RwLock::new(HashMap::new()),
+            list: RwLock::new(None),
+        }
+    }
+
+    fn fresh<T>(&self, entry: &Entry<T>) -> Option<Arc<T>> {
+        (entry.0.elapsed() < self.ttl).then(|| entry.1.clone())
+    }
+
+    pub fn detail(&self, id: Uuid) -> Option<Arc<Option<StockDetail>>> {
+        let map = self.details.read().ok()?;
+        map.get(&id).and_then(|e| self.fresh(e))
+    }
+
+    pub fn put_detail(&self, id: Uuid, value: Option<StockDetail>) -> Arc<Option<StockDetail>> {
+        let value = Arc::new(value);
+        if self.ttl.is_zero() {
+            return value;
+        }
+        if let Ok(mut map) = self.details.write() {
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert(id, (Instant::now(), value.clone()));
+        }
+        value
+    }
+
+    pub fn list(&self) -> Option<Arc<Vec<StockRow>>> {
+        let slot = self.list.read().ok()?;
+        slot.as_ref().and_then(|e| self.fresh(e))
+    }
+
+    pub fn put_list(&self, value: Vec<StockRow>) -> Arc<Vec<StockRow>> {
+        let value = Arc::new(value);
+        if !self.ttl.is_zero() {
+            if let Ok(mut slot) = self.list.write() {
+                *slot = Some((Instant::now(), value.clone()));
+            }
+        }
+        value
+    }
+
+    /// Forgets a stock after a local write, so its writer reads its own write at once.
+    pub fn invalidate(&self, id: Uuid) {
+        if let Ok(mut map) = self.details.write() {
+            map.remove(&id);
+        }
+        if let Ok(mut slot) = self.list.write() {
+            *slot = None;
+        }
+    }
+}

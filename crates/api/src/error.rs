@@ -1,0 +1,109 @@
+//! The API's one error type. Every failure becomes the status and JSON body that SPEC fixes;
+//! internal errors are logged in full and answered with a fixed text that leaks nothing.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bourse_domain::ValidationErrors;
+use serde_json::json;
+use std::any::Any;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed syntax: bad JSON, an unknown or mistyped query parameter.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("invalid credentials")]
+    BadCredentials,
+    #[error("not allowed")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(String),
+    /// A stock id that is not known: seed 000's clients read `error`.
+    #[error("stock not found")]
+    StockNotFound,
+    #[error("validation failed")]
+    Validation(ValidationErrors),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything unexpected. The text is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<bourse_store::StoreError> for ApiError {
+    fn from(e: bourse_store::StoreError) -> Self {
+        match e {
+            bourse_store::StoreError::Conflict(what) => ApiError::Conflict(what),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<ValidationErrors> for ApiError {
+    fn from(e: ValidationErrors) -> Self {
+        ApiError::Validation(e)
+    }
+}
+
+/// The `WWW-Authenticate` challenge: every scheme bourse accepts.
+pub const CHALLENGE: &str = "Basic realm=\"bourse\", Bearer realm=\"bourse\"";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({ "message": m })),
+            ApiError::Unauthorized | ApiError::BadCredentials => {
+                let m = self.to_string();
+                (
+                    StatusCode::UNAUTHORIZED,
+                    json!({ "message": m, "detail": m }),
+                )
+            }
+            ApiError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                json!({ "message": "you do not have permission to perform this action" }),
+            ),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "message": m })),
+            ApiError::StockNotFound => (
+                StatusCode::NOT_FOUND,
+                json!({ "message": "stock not found", "error": "stock not found" }),
+            ),
+            ApiError::Validation(errors) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "message": "validation failed", "errors": errors.0 }),
+            ),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "message": m })),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "message": m })),
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({ "message": "internal server error" }),
+                )
+            }
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(CHALLENGE),
+            );
+        }
+        response
+    }
+}
+
+/// Turns a panic in a handler into the same opaque 500 as any internal error.
+pub fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::Internal(anyhow::anyhow!("handler panicked: {detail}")).into_response()
+}

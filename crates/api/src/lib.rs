@@ -1,0 +1,45 @@
+//! The HTTP API. One module per resource under `routes`, one error enum ([`ApiError`]) that maps
+//! to the statuses and bodies of SPEC, one auth extractor ([`auth::AuthUser`]) for every scheme.
+
+pub mod auth;
+pub mod cache;
+pub mod error;
+pub mod extract;
+pub mod http_metrics;
+pub mod openapi;
+pub mod password;
+pub mod routes;
+pub mod state;
+
+pub use error::ApiError;
+pub use state::{ApiContext, Readiness};
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use std::time::Duration;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// Largest request body accepted: API bodies are small JSON documents.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// The complete application: every route at its SPEC path and again under `/api/v1`.
+pub fn app(ctx: ApiContext) -> Router {
+    let api = routes::router();
+    Router::new()
+        .merge(api.clone())
+        .nest("/api/v1", api)
+        .merge(routes::ops::router())
+        .merge(openapi::docs())
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn(http_metrics::track))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(ctx)
+}

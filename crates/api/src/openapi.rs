@@ -1,0 +1,51 @@
+//! The OpenAPI document, generated from the handlers' annotations, and the docs UI (Swagger UI
+//! bundled into the binary at build time, so `/docs` works with no internet at build or run time).
+
+use crate::routes::{ops, stocks};
+use crate::ApiContext;
+use axum::Router;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "bourse", description = "Stock-market backend: live feed, quotes, orders, time series, API keys."),
+    paths(
+        stocks::list, stocks::detail, stocks::ticks, stocks::stream, stocks::set_analysis,
+        ops::healthcheck, ops::readyz, ops::metrics,
+    ),
+    components(schemas(stocks::StockView, stocks::StockDetailView, stocks::AnalysisView, stocks::TickView)),
+    modifiers(&Security),
+    tags(
+        (name = "stocks", description = "Live prices and analyst targets"),
+        (name = "admin", description = "Admin-only routes"),
+        (name = "operations", description = "Health, readiness, metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn docs() -> Router<ApiContext> {
+    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+}

@@ -1,0 +1,16 @@
+//! One module per resource.
+
+pub mod ops;
+pub mod stocks;
+
+use crate::{ApiContext, ApiError};
+use axum::Router;
+
+/// Routes served both at their SPEC path and under `/api/v1`.
+pub fn router() -> Router<ApiContext> {
+    Router::new().merge(stocks::router())
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}

@@ -1,0 +1,58 @@
+//! What every handler can reach: the `ApiContext` (cheap to clone, all shared state behind `Arc`).
+
+use crate::auth::CredentialCache;
+use crate::cache::StockCache;
+use bourse_feed::FeedEvent;
+use bourse_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// Readiness of the dependencies that are not the database (which is pinged on demand).
+#[derive(Clone, Default)]
+pub struct Readiness {
+    /// True once the feed consumer's subscription is acknowledged (always true embedded).
+    pub feed: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    pub fn feed_ready(&self) -> bool {
+        self.feed.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+pub struct ApiContext {
+    pub store: Store,
+    pub events: broadcast::Sender<FeedEvent>,
+    pub stocks: Arc<StockCache>,
+    pub credentials: Arc<CredentialCache>,
+    pub readiness: Readiness,
+    pub metrics: Option<PrometheusHandle>,
+    /// Cancelled at shutdown so that long-lived responses (SSE) end and the server can stop.
+    pub shutdown: CancellationToken,
+}
+
+impl ApiContext {
+    pub fn new(
+        store: Store,
+        events: broadcast::Sender<FeedEvent>,
+        readiness: Readiness,
+        metrics: Option<PrometheusHandle>,
+        shutdown: CancellationToken,
+        read_cache_ttl: Duration,
+    ) -> ApiContext {
+        ApiContext {
+            store,
+            events,
+            stocks: Arc::new(StockCache::new(read_cache_ttl)),
+            credentials: Arc::new(CredentialCache::new(Duration::from_secs(60))),
+            readiness,
+            metrics,
+            shutdown,
+        }
+    }
+}

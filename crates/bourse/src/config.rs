@@ -1,0 +1,115 @@
+//! Configuration: built-in defaults, then `bourse.toml` (or `--config FILE`), then `BOURSE_*`
+//! environment variables, then command-line flags; each layer overrides the one before.
+
+use anyhow::Context;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The embedded default database: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://bourse.db";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address to listen on; each role has its own default port.
+    pub http_addr: Option<String>,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    /// Apply migrations at start.
+    pub migrate: bool,
+    /// Unset: an in-process simulated market feeds the ingestor.
+    pub mqtt_url: Option<String>,
+    pub mqtt_topic: String,
+    /// Stable id of the persistent MQTT session; defaults to `bourse-<hostname>`.
+    pub mqtt_client_id: Option<String>,
+    /// Shared-subscription group, so that API replicas split the feed.
+    pub mqtt_shared_group: Option<String>,
+    /// Simulated ticks per second (embedded feed).
+    pub feed_rate: f64,
+    pub feed_stocks: usize,
+    /// Largest batch of ticks committed in one transaction.
+    pub ingest_batch: usize,
+    /// How long hot reads may be served from memory (milliseconds).
+    pub read_cache_ms: u64,
+    /// Seed demo data (users admin/admin and johndoe/john) into an empty database. Defaults to
+    /// true only when no database URL was configured.
+    pub demo: Option<bool>,
+    pub log: String,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: None,
+            database_url: DEFAULT_DATABASE_URL.into(),
+            database_max_connections: 16,
+            migrate: true,
+            mqtt_url: None,
+            mqtt_topic: "thndr-trading".into(),
+            mqtt_client_id: None,
+            mqtt_shared_group: None,
+            feed_rate: 5.0,
+            feed_stocks: 3,
+            ingest_batch: 2000,
+            read_cache_ms: 50,
+            demo: None,
+            log: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the layers. `file` is `--config`; without it `bourse.toml` is read if present.
+    pub fn load(file: Option<&Path>, flags: &impl Serialize) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                anyhow::ensure!(path.exists(), "config file {} not found", path.display());
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("bourse.toml")),
+        }
+        let mut config: Config = figment
+            .merge(Env::prefixed("BOURSE_"))
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .context("invalid configuration")?;
+        // An empty variable means "unset", as shells and compose files often pass them.
+        config.mqtt_url = config.mqtt_url.filter(|u| !u.trim().is_empty());
+        config.mqtt_shared_group = config.mqtt_shared_group.filter(|g| !g.trim().is_empty());
+        Ok(config)
+    }
+
+    /// True when no database was configured: the laptop default, where demo data and generated
+    /// secrets are acceptable.
+    pub fn database_is_default(&self) -> bool {
+        self.database_url == DEFAULT_DATABASE_URL
+    }
+
+    pub fn demo_enabled(&self) -> bool {
+        self.demo.unwrap_or_else(|| self.database_is_default())
+    }
+
+    pub fn mqtt_client_id(&self) -> String {
+        self.mqtt_client_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "local".into());
+            format!("bourse-{host}")
+        })
+    }
+}

@@ -1,0 +1,192 @@
+//! `bourse`: one binary, several roles. `bourse --help` lists them; every role reads the same
+//! configuration (defaults < bourse.toml < BOURSE_* env < flags).
+
+mod config;
+mod roles;
+mod telemetry;
+
+use clap::{Args, Parser, Subcommand};
+use config::Config;
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "bourse",
+    version,
+    about = "Stock-market backend: live feed, analyst targets, quotes, orders, time series.",
+    long_about = "Stock-market backend: live feed, analyst targets, quotes, orders, time series.\n\n\
+        With no configuration, `bourse` runs everything in one process on embedded defaults: a \
+        SQLite file (bourse.db), an in-process simulated market feed, demo users admin/admin and \
+        johndoe/john, and the API on http://127.0.0.1:8000.\n\n\
+        Configuration comes from defaults, then bourse.toml (or --config), then BOURSE_* \
+        environment variables (e.g. BOURSE_DATABASE_URL, BOURSE_MQTT_URL), then flags."
+)]
+struct Cli {
+    /// Configuration file (TOML; keys as in BOURSE_* without the prefix, lower case).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API and the feed ingestor (the default).
+    Serve(ServeArgs),
+    /// Publish realistic simulated ticks to MQTT (random walk), for demos and load.
+    Streamer(StreamerArgs),
+    /// Apply database migrations and exit.
+    Migrate(DbArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// Flags shared by the roles that use the database. Each overrides its BOURSE_* variable.
+#[derive(Args, Serialize, Default, Clone)]
+struct DbArgs {
+    /// Database URL: sqlite://path or postgres://user@host/db [env: BOURSE_DATABASE_URL]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database_url: Option<String>,
+}
+
+#[derive(Args, Serialize, Default, Clone)]
+struct ServeArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    db: DbArgs,
+    /// Address to listen on [env: BOURSE_HTTP_ADDR] [default: 127.0.0.1:8000]
+    #[arg(long = "addr", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_addr: Option<String>,
+    /// MQTT broker (mqtt://host:port); unset runs a simulated in-process feed [env: BOURSE_MQTT_URL]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt_url: Option<String>,
+    /// MQTT topic of the feed [env: BOURSE_MQTT_TOPIC] [default: thndr-trading]
+    #[arg(long, value_name = "TOPIC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt_topic: Option<String>,
+}
+
+#[derive(Args, Serialize, Default, Clone)]
+struct StreamerArgs {
+    /// MQTT broker to publish to [env: BOURSE_MQTT_URL] [default: mqtt://127.0.0.1:1883]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt_url: Option<String>,
+    /// Topic to publish on [env: BOURSE_MQTT_TOPIC] [default: thndr-trading]
+    #[arg(long, value_name = "TOPIC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt_topic: Option<String>,
+    /// Address of the health and metrics endpoint [env: BOURSE_HTTP_ADDR] [default: 127.0.0.1:8004]
+    #[arg(long = "addr", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_addr: Option<String>,
+    /// Number of stocks: CIB, Edita, Hamada Inc, then STK004, STK005, ...
+    #[arg(long, default_value_t = 3)]
+    #[serde(skip)]
+    stocks: usize,
+    /// Ticks per second over all stocks.
+    #[arg(long, default_value_t = 5.0)]
+    #[serde(skip)]
+    rate: f64,
+    /// Stop after publishing this many ticks (default: run until stopped).
+    #[arg(long)]
+    #[serde(skip)]
+    count: Option<u64>,
+    /// Parallel MQTT connections (for load generation); the rate is split between them.
+    #[arg(long, default_value_t = 1)]
+    #[serde(skip)]
+    connections: usize,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user (or an admin with --admin).
+    Create(UserCreateArgs),
+}
+
+#[derive(Args)]
+struct UserCreateArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[arg(long)]
+    username: String,
+    #[arg(long)]
+    password: String,
+    #[arg(long)]
+    email: Option<String>,
+    /// Give the user the admin role.
+    #[arg(long)]
+    admin: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bourse: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "bourse stopped with an error");
+            eprintln!("bourse: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = cli.config.as_deref();
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => {
+            let config = Config::load(file, &args)?;
+            telemetry::init_logging(&config);
+            roles::serve::run(config).await
+        }
+        Command::Streamer(args) => {
+            let config = Config::load(file, &args)?;
+            telemetry::init_logging(&config);
+            roles::streamer::run(
+                config,
+                roles::streamer::Options {
+                    stocks: args.stocks,
+                    rate: args.rate,
+                    count: args.count,
+                    connections: args.connections,
+                },
+            )
+            .await
+        }
+        Command::Migrate(args) => {
+            let config = Config::load(file, &args)?;
+            telemetry::init_logging(&config);
+            let store = roles::connect(&config).await?;
+            store.migrate().await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::User(UserCommand::Create(args)) => {
+            let config = Config::load(file, &args.db)?;
+            telemetry::init_logging(&config);
+            roles::user::create(
+                &config,
+                &args.username,
+                &args.password,
+                args.email,
+                args.admin,
+            )
+            .await
+        }
+    }
+}

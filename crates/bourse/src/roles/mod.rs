@@ -1,0 +1,68 @@
+//! The roles of the binary, one module each.
+
+pub mod serve;
+pub mod streamer;
+pub mod user;
+
+use crate::config::Config;
+use anyhow::Context;
+use bourse_store::{ConnectOptions, Store};
+
+pub async fn connect(config: &Config) -> anyhow::Result<Store> {
+    let opts = ConnectOptions {
+        max_connections: config.database_max_connections,
+        ..ConnectOptions::default()
+    };
+    Store::connect(&config.database_url, &opts)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(&config.database_url)))
+}
+
+/// A URL without its password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Resolves when SIGTERM or Ctrl-C arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("sqlite://bourse.db"), "sqlite://bourse.db");
+    }
+}

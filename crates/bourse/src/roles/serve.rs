@@ -1,0 +1,165 @@
+//! `bourse serve`: the HTTP API plus the feed ingestor (from MQTT, or from an in-process
+//! simulated market when no broker is configured).
+//!
+//! Shutdown order matters for "nothing is lost": stop accepting HTTP and stop taking feed
+//! messages, let the ingestor commit and acknowledge what it holds, then close the MQTT session
+//! and the database.
+
+use super::{connect, redact, shutdown_signal};
+use crate::config::Config;
+use crate::telemetry;
+use anyhow::Context;
+use bourse_api::{ApiContext, Readiness};
+use bourse_feed::ingest::{Ingestor, IngestorConfig};
+use bourse_feed::mqtt::{self, MqttConfig, MqttUrl};
+use bourse_feed::streamer::{self, StreamerConfig};
+use bourse_store::users::{NewUser, Role};
+use bourse_store::Store;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = telemetry::init_metrics()?;
+    bourse_feed::metrics::describe();
+    bourse_api::http_metrics::describe();
+
+    let store = connect(&config).await?;
+    if config.migrate {
+        store.migrate().await.context("migrations failed")?;
+    }
+    info!(database = %redact(&config.database_url), engine = ?store.engine(), "database ready");
+    if config.demo_enabled() {
+        seed_demo(&store).await?;
+    }
+
+    let shutdown = CancellationToken::new();
+    let (events, _) = broadcast::channel(4096);
+    let readiness = Readiness::default();
+
+    // Feed: source -> channel -> ingestor.
+    let (tx, rx) = mpsc::channel(16_384);
+    let ingestor = Ingestor::new(
+        store.clone(),
+        events.clone(),
+        IngestorConfig {
+            max_batch: config.ingest_batch.max(1),
+            ..IngestorConfig::default()
+        },
+    );
+    let ingestor_done = CancellationToken::new();
+    let ingest_task = {
+        let done = ingestor_done.clone();
+        tokio::spawn(async move {
+            ingestor.run(rx).await;
+            done.cancel();
+        })
+    };
+    let source_task = match &config.mqtt_url {
+        Some(url) => {
+            let url: MqttUrl = url.parse()?;
+            let mqtt_config = MqttConfig {
+                url,
+                topic: config.mqtt_topic.clone(),
+                client_id: config.mqtt_client_id(),
+                shared_group: config.mqtt_shared_group.clone(),
+            };
+            tokio::spawn(mqtt::consume(
+                mqtt_config,
+                tx,
+                readiness.feed.clone(),
+                shutdown.clone(),
+                ingestor_done.clone(),
+            ))
+        }
+        None => {
+            info!(
+                rate = config.feed_rate,
+                stocks = config.feed_stocks,
+                "no MQTT broker configured: running the simulated in-process feed"
+            );
+            readiness.feed.store(true, Ordering::Release);
+            tokio::spawn(streamer::run_embedded(
+                StreamerConfig {
+                    stocks: config.feed_stocks.max(1),
+                    rate: config.feed_rate,
+                    count: None,
+                },
+                tx,
+                shutdown.clone(),
+            ))
+        }
+    };
+
+    let ctx = ApiContext::new(
+        store.clone(),
+        events,
+        readiness,
+        Some(metrics),
+        shutdown.clone(),
+        Duration::from_millis(config.read_cache_ms),
+    );
+    let addr = config
+        .http_addr
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ADDR.into());
+    let listener = TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    info!(addr = %listener.local_addr()?, "bourse serve listening");
+
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+    let server = axum::serve(listener, bourse_api::app(ctx))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let served = server.await;
+    shutdown.cancel();
+
+    // Drain the feed: the source stops handing over messages, the ingestor commits and acks.
+    if tokio::time::timeout(Duration::from_secs(30), async {
+        let _ = source_task.await;
+        let _ = ingest_task.await;
+    })
+    .await
+    .is_err()
+    {
+        warn!("feed did not drain within 30 s; unacknowledged ticks will be redelivered");
+    }
+    store.close().await;
+    info!("bourse serve stopped");
+    served.context("HTTP server failed")
+}
+
+/// Demo users for the embedded default, created only in an empty users table.
+async fn seed_demo(store: &Store) -> anyhow::Result<()> {
+    if store.count_users().await? > 0 {
+        return Ok(());
+    }
+    for (username, password, email, role) in [
+        ("admin", "admin", "admin@mail.com", Role::Admin),
+        ("johndoe", "john", "johndoe@mail.com", Role::User),
+    ] {
+        store
+            .create_user(&NewUser {
+                username: username.into(),
+                email: Some(email.into()),
+                first_name: None,
+                last_name: None,
+                password_hash: Some(bourse_api::password::hash(password)?),
+                role,
+            })
+            .await?;
+    }
+    warn!(
+        "demo mode: created users admin/admin (admin) and johndoe/john; do not use in production"
+    );
+    Ok(())
+}
