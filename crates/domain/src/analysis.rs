@@ -152,7 +152,10 @@ mod tests {
 
     #[test]
     fn posting_evaluates_against_the_current_price() {
-        let a = NewAnalysis { target: d(29), kind: TargetType::Up };
+        let a = NewAnalysis {
+            target: d(29),
+            kind: TargetType::Up,
+        };
         assert!(a.evaluate(Some(d(30))).target_hit);
         assert!(!a.evaluate(Some(d(28))).target_hit);
         assert!(!a.evaluate(None).target_hit);
@@ -160,7 +163,11 @@ mod tests {
 
     #[test]
     fn a_hit_target_is_not_hit_again() {
-        let mut a = NewAnalysis { target: d(29), kind: TargetType::Up }.evaluate(Some(d(1)));
+        let mut a = NewAnalysis {
+            target: d(29),
+            kind: TargetType::Up,
+        }
+        .evaluate(Some(d(1)));
         assert!(a.newly_hit_by(d(29)));
         a.target_hit = true;
         assert!(!a.newly_hit_by(d(40)));
@@ -174,7 +181,11 @@ mod tests {
         let err = NewAnalysis::from_json(&json!({})).unwrap_err();
         assert_eq!(err.0.len(), 2);
         let err = NewAnalysis::from_json(&json!({"target": "29", "type": "up"})).unwrap_err();
-        assert_eq!(err.0.len(), 2, "strings and lower case are not accepted: {err}");
+        assert_eq!(
+            err.0.len(),
+            2,
+            "strings and lower case are not accepted: {err}"
+        );
         assert!(NewAnalysis::from_json(&json!([1])).is_err());
         assert!(NewAnalysis::from_json(&json!({"target": 0, "type": "UP"})).is_err());
     }

@@ -2,11 +2,18 @@
 //! adapter (SQL, MQTT, HTTP) without dragging those adapters along.
 
 pub mod analysis;
+pub mod bar;
+pub mod bar_csv;
+pub mod indicators;
 pub mod money;
+pub mod resample;
 pub mod tick;
 pub mod validation;
 
 pub use analysis::{Analysis, NewAnalysis, TargetType};
+pub use bar::{Bar, BarError, Ohlcv, SeriesKind};
+pub use indicators::{Indicator, IndicatorError, IndicatorSeries};
 pub use money::Price;
+pub use resample::{resample, Frequency, Resample, ResampleError, ResampledBar};
 pub use tick::{Tick, TickError};
 pub use validation::{FieldError, ValidationErrors};

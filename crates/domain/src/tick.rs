@@ -280,7 +280,7 @@ mod tests {
                 "missing_field",
             ),
             (
-                format!(r#"{{"stock_id":"nope","name":"CIB","price":1,"availability":1}}"#),
+                r#"{"stock_id":"nope","name":"CIB","price":1,"availability":1}"#.into(),
                 "invalid_field",
             ),
             (

@@ -105,7 +105,7 @@ fn judge(pending: &[(Uuid, Analysis)], batch: &BTreeMap<Uuid, StockBatch<'_>>) -
                 TargetType::Up => s.highest,
                 TargetType::Down => s.lowest,
             };
-            analysis.newly_hit_by(decisive.price).then(|| TargetHit {
+            analysis.newly_hit_by(decisive.price).then_some(TargetHit {
                 stock_id: *id,
                 target: analysis.target,
                 kind: analysis.kind,
