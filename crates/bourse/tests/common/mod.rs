@@ -1,0 +1,258 @@
+//! Black-box harness: runs the real `bourse` binary on a random port against a throw-away
+//! database and the local Mosquitto, and talks to it over HTTP and MQTT like any client would.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use bourse_store::testing::TestDb;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const MQTT_URL: &str = "mqtt://127.0.0.1:1883";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+pub async fn database(engine: Engine) -> TestDb {
+    match engine {
+        Engine::Sqlite => TestDb::sqlite(),
+        Engine::Postgres => TestDb::postgres().await,
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// How a spawned server is set up. The topic and client id are kept so that a restarted server
+/// resumes the same persistent MQTT session.
+#[derive(Clone)]
+pub struct ServeSpec {
+    pub database_url: String,
+    pub topic: Option<String>,
+    pub client_id: String,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl ServeSpec {
+    pub fn mqtt(db: &TestDb) -> ServeSpec {
+        ServeSpec {
+            database_url: db.url.clone(),
+            topic: Some(unique("test-trading")),
+            client_id: unique("bourse-test"),
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn topic(&self) -> &str {
+        self.topic.as_deref().unwrap_or("thndr-trading")
+    }
+}
+
+pub struct Server {
+    pub base: String,
+    pub child: Child,
+    pub http: reqwest::Client,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bourse")
+}
+
+impl Server {
+    /// Starts `bourse serve` and waits until `/readyz` answers 200 (database up, MQTT
+    /// subscription acknowledged).
+    pub async fn start(spec: &ServeSpec) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("BOURSE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("BOURSE_DATABASE_URL", &spec.database_url)
+            .env("BOURSE_DEMO", "false")
+            .env("BOURSE_LOG", "warn")
+            .env("BOURSE_MQTT_CLIENT_ID", &spec.client_id)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(topic) = &spec.topic {
+            cmd.env("BOURSE_MQTT_URL", MQTT_URL).env("BOURSE_MQTT_TOPIC", topic);
+        }
+        for (k, v) in &spec.extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn bourse serve");
+        let server = Server {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "bourse serve did not become ready in 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).await;
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.expect("JSON body")
+    }
+
+    /// Polls `path` until `check` holds on its JSON (or fails after 10 s).
+    pub async fn eventually(
+        &self,
+        path: &str,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self.get(path).await;
+            if r.status() == 200 {
+                let v: serde_json::Value = r.json().await.expect("JSON body");
+                if check(&v) {
+                    return v;
+                }
+                assert!(Instant::now() < deadline, "{what}: last {path} = {v}");
+            } else {
+                assert!(Instant::now() < deadline, "{what}: {path} answered {}", r.status());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no chance to drain or acknowledge anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "bourse serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates a user with the real CLI.
+pub fn create_user(database_url: &str, username: &str, password: &str, admin: bool) {
+    let mut cmd = Command::new(bin());
+    cmd.args(["user", "create", "--username", username, "--password", password])
+        .env("BOURSE_DATABASE_URL", database_url)
+        .env("BOURSE_LOG", "warn");
+    if admin {
+        cmd.arg("--admin");
+    }
+    let out = cmd.output().expect("run bourse user create");
+    assert!(
+        out.status.success(),
+        "user create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Publishes payloads with QoS 1 and returns once the broker acknowledged all of them.
+pub async fn publish(topic: &str, payloads: &[Vec<u8>]) {
+    let mut opts = MqttOptions::new(unique("test-pub"), "127.0.0.1", 1883);
+    opts.set_keep_alive(Duration::from_secs(10));
+    opts.set_inflight(100);
+    let (client, mut eventloop) = AsyncClient::new(opts, payloads.len().max(10) + 10);
+    for p in payloads {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, p.clone())
+            .await
+            .expect("queue publish");
+    }
+    let mut acked = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while acked < payloads.len() {
+        let ev = tokio::time::timeout_at(deadline, eventloop.poll())
+            .await
+            .expect("broker acknowledged in time")
+            .expect("MQTT connection to 127.0.0.1:1883");
+        if let Event::Incoming(Packet::PubAck(_)) = ev {
+            acked += 1;
+        }
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+}
+
+pub fn tick(stock_id: &str, name: &str, price: &str, ts: &str) -> Vec<u8> {
+    format!(
+        r#"{{"stock_id": "{stock_id}", "name": "{name}", "price": {price}, "availability": 46, "timestamp": "{ts}"}}"#
+    )
+    .into_bytes()
+}
+
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// Runs `$body` (an async fn taking an `Engine`) once per engine as separate tests.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident => $body:ident;)*) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() { super::$body($crate::common::Engine::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() { super::$body($crate::common::Engine::Postgres).await })*
+        }
+    };
+}
