@@ -1,0 +1,83 @@
+//! Settings of the quote service core. The binary fills these from `BOURSE_*` (see SPEC
+//! "Configuration"); defaults here are the contract's defaults so tests and embedded mode need
+//! nothing.
+
+use std::time::Duration;
+
+/// Providers, cache and upstream timeouts.
+#[derive(Debug, Clone)]
+pub struct QuoteConfig {
+    /// `BOURSE_STOOQ_URL`, without trailing slash needed.
+    pub stooq_url: String,
+    /// `BOURSE_ALPHAVANTAGE_URL`.
+    pub alphavantage_url: String,
+    /// `BOURSE_ALPHAVANTAGE_KEY`; AlphaVantage's public `demo` key when unset (it answers IBM only).
+    pub alphavantage_key: String,
+    /// `BOURSE_QUOTE_CACHE_SECS`: how long a successful answer is reused. Zero disables the cache
+    /// (concurrent requests for one symbol still share one upstream call).
+    pub cache_ttl: Duration,
+    /// Upper bound on cached symbols per provider, so a scan of random symbols cannot grow memory
+    /// without limit.
+    pub cache_max_entries: usize,
+    /// TCP connect timeout towards a provider.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout towards a provider. Kept under the 5 s RPC client timeout so that
+    /// callers see the provider's `timeout` rather than their own.
+    pub request_timeout: Duration,
+}
+
+impl Default for QuoteConfig {
+    fn default() -> Self {
+        Self {
+            stooq_url: "https://stooq.com".into(),
+            alphavantage_url: "https://www.alphavantage.co".into(),
+            alphavantage_key: "demo".into(),
+            cache_ttl: Duration::from_secs(60),
+            cache_max_entries: 10_000,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(4),
+        }
+    }
+}
+
+/// RabbitMQ RPC settings, shared by the server and the client side.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    /// `BOURSE_AMQP_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub url: String,
+    /// Request queue; `bourse.quotes` by contract, other names let tests run side by side.
+    pub queue: String,
+    /// Server: unacknowledged requests in flight per consumer (they are handled concurrently).
+    pub prefetch: u16,
+    /// Client: how long a call may take, connecting included; also the request's TTL in the
+    /// queue, so a request nobody picked up in time is dropped by the broker, not served late.
+    pub timeout: Duration,
+    /// Declares the queue with `x-expires`, so RabbitMQ deletes it once unused that long. For
+    /// tests and throw-away queues; leave `None` for `bourse.quotes` (all declarations of a queue
+    /// must agree on its arguments).
+    pub queue_expires: Option<Duration>,
+    /// Server: first delay before reconnecting to the broker; doubles up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+impl AmqpConfig {
+    /// The contract's defaults for the given broker URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            queue: crate::amqp::DEFAULT_QUEUE.into(),
+            queue_expires: None,
+            prefetch: 64,
+            timeout: Duration::from_secs(5),
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(10),
+        }
+    }
+
+    /// Same settings on another queue.
+    pub fn with_queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+}
