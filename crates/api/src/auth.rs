@@ -85,6 +85,8 @@ async fn authenticate(parts: &Parts, ctx: &ApiContext) -> Result<Option<User>, A
     let value = value.trim();
     if scheme.eq_ignore_ascii_case("basic") {
         basic(value, ctx).await.map(Some)
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        bearer(value, ctx).await.map(Some)
     } else {
         Err(ApiError::BadCredentials)
     }
@@ -100,19 +102,48 @@ async fn basic(encoded: &str, ctx: &ApiContext) -> Result<User, ApiError> {
     if let Some(user) = ctx.credentials.get(&key) {
         return Ok(user);
     }
+    let user = check_password(ctx, username, password).await?;
+    ctx.credentials.put(key, user.clone());
+    Ok(user)
+}
+
+async fn bearer(token: &str, ctx: &ApiContext) -> Result<User, ApiError> {
+    let claims = ctx.jwt.verify(token).ok_or(ApiError::BadCredentials)?;
+    active_user(claims.sub, token, ctx).await
+}
+
+/// Loads a user named by a verified credential, refusing inactive or deleted users; remembered
+/// under the credential's hash like Basic credentials.
+async fn active_user(id: uuid::Uuid, credential: &str, ctx: &ApiContext) -> Result<User, ApiError> {
+    let key: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
+    if let Some(user) = ctx.credentials.get(&key) {
+        return Ok(user);
+    }
+    let user = ctx
+        .store
+        .user_by_id(id)
+        .await?
+        .filter(|u| u.active)
+        .ok_or(ApiError::BadCredentials)?;
+    ctx.credentials.put(key, user.clone());
+    Ok(user)
+}
+
+/// Checks a username and password (for `POST /login`).
+pub async fn check_password(
+    ctx: &ApiContext,
+    username: &str,
+    password: &str,
+) -> Result<User, ApiError> {
     let creds = ctx
         .store
         .credentials_by_username(username)
         .await?
         .ok_or(ApiError::BadCredentials)?;
     let hash = creds.password_hash.ok_or(ApiError::BadCredentials)?;
-    if !password::verify_async(password.to_string(), hash).await {
+    if !password::verify_async(password.to_string(), hash).await || !creds.user.active {
         return Err(ApiError::BadCredentials);
     }
-    if !creds.user.active {
-        return Err(ApiError::BadCredentials);
-    }
-    ctx.credentials.put(key, creds.user.clone());
     Ok(creds.user)
 }
 

@@ -30,6 +30,13 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A dependency (quote provider, exchange) failed; `status` is 4xx/5xx as SPEC maps it.
+    #[error("{message}")]
+    Upstream {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     /// Anything unexpected. The text is logged, never sent.
     #[error("internal error: {0}")]
     Internal(#[from] anyhow::Error),
@@ -79,6 +86,11 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "message": m })),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "message": m })),
+            ApiError::Upstream {
+                status,
+                code,
+                message,
+            } => (*status, json!({ "message": message, "code": code })),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 (

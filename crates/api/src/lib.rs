@@ -6,13 +6,14 @@ pub mod cache;
 pub mod error;
 pub mod extract;
 pub mod http_metrics;
+pub mod jwt;
 pub mod openapi;
 pub mod password;
 pub mod routes;
 pub mod state;
 
 pub use error::ApiError;
-pub use state::{ApiContext, Readiness};
+pub use state::{ApiContext, Readiness, Services};
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;

@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations, and the docs UI (Swagger UI
 //! bundled into the binary at build time, so `/docs` works with no internet at build or run time).
 
-use crate::routes::{ops, stocks};
+use crate::routes::{ops, quotes, stocks};
 use crate::ApiContext;
 use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -13,13 +13,18 @@ use utoipa_swagger_ui::SwaggerUi;
     info(title = "bourse", description = "Stock-market backend: live feed, quotes, orders, time series, API keys."),
     paths(
         stocks::list, stocks::detail, stocks::ticks, stocks::stream, stocks::set_analysis,
+        quotes::login, quotes::stock, quotes::history, quotes::stats,
         ops::healthcheck, ops::readyz, ops::metrics,
     ),
-    components(schemas(stocks::StockView, stocks::StockDetailView, stocks::AnalysisView, stocks::TickView)),
+    components(schemas(
+        stocks::StockView, stocks::StockDetailView, stocks::AnalysisView, stocks::TickView,
+        quotes::LoginBody, quotes::TokenView, quotes::QuoteView, quotes::HistoryView, quotes::StatView,
+    )),
     modifiers(&Security),
     tags(
         (name = "stocks", description = "Live prices and analyst targets"),
         (name = "admin", description = "Admin-only routes"),
+        (name = "quotes", description = "Quotes from public providers, history and stats"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

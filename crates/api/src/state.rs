@@ -2,7 +2,9 @@
 
 use crate::auth::CredentialCache;
 use crate::cache::StockCache;
+use crate::jwt::JwtKeys;
 use bourse_feed::FeedEvent;
+use bourse_quotes::QuoteClient;
 use bourse_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +36,15 @@ pub struct ApiContext {
     pub metrics: Option<PrometheusHandle>,
     /// Cancelled at shutdown so that long-lived responses (SSE) end and the server can stop.
     pub shutdown: CancellationToken,
+    pub jwt: Arc<JwtKeys>,
+    /// The quote service: in-process, over HTTP or over RabbitMQ, behind one trait.
+    pub quotes: Arc<dyn QuoteClient>,
+}
+
+/// What the API needs from the outside besides the store.
+pub struct Services {
+    pub jwt: JwtKeys,
+    pub quotes: Arc<dyn QuoteClient>,
 }
 
 impl ApiContext {
@@ -44,6 +55,7 @@ impl ApiContext {
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
         read_cache_ttl: Duration,
+        services: Services,
     ) -> ApiContext {
         ApiContext {
             store,
@@ -53,6 +65,8 @@ impl ApiContext {
             readiness,
             metrics,
             shutdown,
+            jwt: Arc::new(services.jwt),
+            quotes: services.quotes,
         }
     }
 }

@@ -38,6 +38,19 @@ pub struct Config {
     pub demo: Option<bool>,
     pub log: String,
     pub log_format: LogFormat,
+    /// RabbitMQ (`amqp://user:pw@host:5672/%2f`): quote RPC and order events.
+    pub amqp_url: Option<String>,
+    /// The quote service over HTTP, used when no AMQP URL is set.
+    pub quote_service_url: Option<String>,
+    /// RabbitMQ queue of quote requests.
+    pub quote_queue: String,
+    pub stooq_url: String,
+    pub alphavantage_url: String,
+    pub alphavantage_key: Option<String>,
+    /// How long a successful quote is reused (seconds; 0 disables the cache).
+    pub quote_cache_secs: u64,
+    /// HS256 secret for JWTs; required unless running on embedded defaults.
+    pub jwt_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +78,14 @@ impl Default for Config {
             demo: None,
             log: "info".into(),
             log_format: LogFormat::Text,
+            amqp_url: None,
+            quote_service_url: None,
+            quote_queue: "bourse.quotes".into(),
+            stooq_url: "https://stooq.com".into(),
+            alphavantage_url: "https://www.alphavantage.co".into(),
+            alphavantage_key: None,
+            quote_cache_secs: 60,
+            jwt_secret: None,
         }
     }
 }
@@ -88,6 +109,14 @@ impl Config {
         // An empty variable means "unset", as shells and compose files often pass them.
         config.mqtt_url = config.mqtt_url.filter(|u| !u.trim().is_empty());
         config.mqtt_shared_group = config.mqtt_shared_group.filter(|g| !g.trim().is_empty());
+        for value in [
+            &mut config.amqp_url,
+            &mut config.quote_service_url,
+            &mut config.alphavantage_key,
+            &mut config.jwt_secret,
+        ] {
+            *value = value.take().filter(|v| !v.trim().is_empty());
+        }
         Ok(config)
     }
 

@@ -34,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run the HTTP API and the feed ingestor (the default).
     Serve(ServeArgs),
+    /// Run the internal quote service (stooq, AlphaVantage) over RabbitMQ RPC and HTTP.
+    QuoteService(QuoteServiceArgs),
     /// Publish realistic simulated ticks to MQTT (random walk), for demos and load.
     Streamer(StreamerArgs),
     /// Apply database migrations and exit.
@@ -69,6 +71,18 @@ struct ServeArgs {
     #[arg(long, value_name = "TOPIC")]
     #[serde(skip_serializing_if = "Option::is_none")]
     mqtt_topic: Option<String>,
+}
+
+#[derive(Args, Serialize, Default, Clone)]
+struct QuoteServiceArgs {
+    /// Address of the HTTP endpoint [env: BOURSE_HTTP_ADDR] [default: 127.0.0.1:8001]
+    #[arg(long = "addr", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_addr: Option<String>,
+    /// RabbitMQ URL; serves the quote queue when set [env: BOURSE_AMQP_URL]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amqp_url: Option<String>,
 }
 
 #[derive(Args, Serialize, Default, Clone)]
@@ -153,6 +167,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(file, &args)?;
             telemetry::init_logging(&config);
             roles::serve::run(config).await
+        }
+        Command::QuoteService(args) => {
+            let config = Config::load(file, &args)?;
+            telemetry::init_logging(&config);
+            roles::quote_service::run(config).await
         }
         Command::Streamer(args) => {
             let config = Config::load(file, &args)?;

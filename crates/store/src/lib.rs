@@ -6,6 +6,7 @@
 
 mod error;
 pub mod feed;
+pub mod quotes;
 mod sqlite_codec;
 pub mod users;
 

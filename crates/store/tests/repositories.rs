@@ -321,3 +321,69 @@ async fn users_are_unique_by_username_and_email() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn quote_history_is_per_user_newest_first_and_counted() {
+    use bourse_store::quotes::QuoteRecord;
+    on_both(|store| async move {
+        let mk = |name: &str| NewUser {
+            username: name.into(),
+            email: None,
+            first_name: None,
+            last_name: None,
+            password_hash: None,
+            role: Role::User,
+        };
+        let alice = store.create_user(&mk("alice")).await.unwrap();
+        let bob = store.create_user(&mk("bob")).await.unwrap();
+        let at = Utc::now();
+        let rec = |code: &str, close: &str| QuoteRecord {
+            code: code.into(),
+            symbol: code.to_uppercase(),
+            name: "NAME".into(),
+            open: dec("1.10"),
+            high: dec("2"),
+            low: dec("0.5"),
+            close: dec(close),
+            requested_at: at,
+        };
+        for (user, code, close) in [
+            (alice.id, "aapl.us", "1"),
+            (alice.id, "msft.us", "2"),
+            (alice.id, "aapl.us", "3"),
+            (bob.id, "aapl.us", "4"),
+            (bob.id, "t.us", "5"),
+        ] {
+            store.record_quote(user, &rec(code, close)).await.unwrap();
+        }
+        let history = store.quote_history(alice.id, None, 10).await.unwrap();
+        let closes: Vec<String> = history.iter().map(|h| h.record.close.to_string()).collect();
+        assert_eq!(
+            closes,
+            ["3", "2", "1"],
+            "same instant: newest recorded first"
+        );
+        assert_eq!(history[0].record.open, dec("1.10"));
+        let page = store
+            .quote_history(alice.id, Some(history[0].id), 1)
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].record.close, dec("2"));
+        assert_eq!(
+            store.quote_history(bob.id, None, 10).await.unwrap().len(),
+            2,
+            "isolated"
+        );
+        let top = store.top_requested(5).await.unwrap();
+        assert_eq!(
+            top,
+            [
+                ("aapl.us".to_string(), 3),
+                ("msft.us".to_string(), 1),
+                ("t.us".to_string(), 1)
+            ]
+        );
+    })
+    .await;
+}

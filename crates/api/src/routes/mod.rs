@@ -1,6 +1,7 @@
 //! One module per resource.
 
 pub mod ops;
+pub mod quotes;
 pub mod stocks;
 
 use crate::{ApiContext, ApiError};
@@ -8,7 +9,9 @@ use axum::Router;
 
 /// Routes served both at their SPEC path and under `/api/v1`.
 pub fn router() -> Router<ApiContext> {
-    Router::new().merge(stocks::router())
+    Router::new()
+        .merge(stocks::router())
+        .merge(quotes::router())
 }
 
 pub async fn not_found() -> ApiError {

@@ -1,5 +1,7 @@
 //! The roles of the binary, one module each.
 
+pub mod quote_service;
+pub mod quotes;
 pub mod serve;
 pub mod streamer;
 pub mod user;

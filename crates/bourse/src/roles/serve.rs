@@ -5,11 +5,13 @@
 //! messages, let the ingestor commit and acknowledge what it holds, then close the MQTT session
 //! and the database.
 
+use super::quotes;
 use super::{connect, redact, shutdown_signal};
 use crate::config::Config;
 use crate::telemetry;
 use anyhow::Context;
-use bourse_api::{ApiContext, Readiness};
+use bourse_api::jwt::JwtKeys;
+use bourse_api::{ApiContext, Readiness, Services};
 use bourse_feed::ingest::{Ingestor, IngestorConfig};
 use bourse_feed::mqtt::{self, MqttConfig, MqttUrl};
 use bourse_feed::streamer::{self, StreamerConfig};
@@ -29,6 +31,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     bourse_feed::metrics::describe();
     bourse_api::http_metrics::describe();
 
+    let jwt = jwt_keys(&config)?;
+    let quote_client = quotes::client(&config)?;
     let store = connect(&config).await?;
     if config.migrate {
         store.migrate().await.context("migrations failed")?;
@@ -103,6 +107,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(metrics),
         shutdown.clone(),
         Duration::from_millis(config.read_cache_ms),
+        Services {
+            jwt,
+            quotes: quote_client,
+        },
     );
     let addr = config
         .http_addr
@@ -136,6 +144,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     store.close().await;
     info!("bourse serve stopped");
     served.context("HTTP server failed")
+}
+
+/// The JWT secret must be set outside the embedded default; there, a random one is generated
+/// (tokens then do not survive a restart, which is fine on a laptop).
+fn jwt_keys(config: &Config) -> anyhow::Result<JwtKeys> {
+    match &config.jwt_secret {
+        Some(secret) => {
+            anyhow::ensure!(
+                secret.len() >= 16,
+                "BOURSE_JWT_SECRET must have at least 16 characters"
+            );
+            Ok(JwtKeys::new(secret.as_bytes()))
+        }
+        None if config.database_is_default() => {
+            warn!("BOURSE_JWT_SECRET is not set: using a random secret for this run (embedded mode only)");
+            let secret: [u8; 32] = rand::random();
+            Ok(JwtKeys::new(&secret))
+        }
+        None => anyhow::bail!(
+            "BOURSE_JWT_SECRET is required when a database is configured (it signs login tokens)"
+        ),
+    }
 }
 
 /// Demo users for the embedded default, created only in an empty users table.

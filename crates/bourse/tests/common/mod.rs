@@ -10,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const MQTT_URL: &str = "mqtt://127.0.0.1:1883";
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The JWT secret every spawned server uses, so tests can forge expired or foreign tokens.
+pub const JWT_SECRET: &str = "test-secret-0123456789abcdef";
 
 #[derive(Clone, Copy, Debug)]
 pub enum Engine {
@@ -55,6 +58,21 @@ impl ServeSpec {
         }
     }
 
+    /// No broker: the in-process simulated feed runs.
+    pub fn embedded(db: &TestDb) -> ServeSpec {
+        ServeSpec {
+            database_url: db.url.clone(),
+            topic: None,
+            client_id: unique("bourse-test"),
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> ServeSpec {
+        self.extra_env.push((key.into(), value.into()));
+        self
+    }
+
     pub fn topic(&self) -> &str {
         self.topic.as_deref().unwrap_or("thndr-trading")
     }
@@ -74,25 +92,36 @@ impl Server {
     /// Starts `bourse serve` and waits until `/readyz` answers 200 (database up, MQTT
     /// subscription acknowledged).
     pub async fn start(spec: &ServeSpec) -> Server {
+        let mut env: Vec<(String, String)> = vec![
+            ("BOURSE_DATABASE_URL".into(), spec.database_url.clone()),
+            ("BOURSE_DEMO".into(), "false".into()),
+            ("BOURSE_MQTT_CLIENT_ID".into(), spec.client_id.clone()),
+            ("BOURSE_JWT_SECRET".into(), JWT_SECRET.into()),
+        ];
+        if let Some(topic) = &spec.topic {
+            env.push(("BOURSE_MQTT_URL".into(), MQTT_URL.into()));
+            env.push(("BOURSE_MQTT_TOPIC".into(), topic.clone()));
+        }
+        env.extend(spec.extra_env.iter().cloned());
+        Server::start_role("serve", &env).await
+    }
+
+    /// Starts any role of the binary on a free port with `env` (and nothing else from the
+    /// environment but PATH), and waits for its `/readyz`.
+    pub async fn start_role(role: &str, env: &[(String, String)]) -> Server {
         let port = free_port();
         let mut cmd = Command::new(bin());
-        cmd.arg("serve")
+        cmd.arg(role)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("BOURSE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("BOURSE_DATABASE_URL", &spec.database_url)
-            .env("BOURSE_DEMO", "false")
             .env("BOURSE_LOG", "warn")
-            .env("BOURSE_MQTT_CLIENT_ID", &spec.client_id)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        if let Some(topic) = &spec.topic {
-            cmd.env("BOURSE_MQTT_URL", MQTT_URL).env("BOURSE_MQTT_TOPIC", topic);
-        }
-        for (k, v) in &spec.extra_env {
+        for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn bourse serve");
+        let child = cmd.spawn().expect("spawn bourse");
         let server = Server {
             base: format!("http://127.0.0.1:{port}"),
             child,
@@ -113,7 +142,10 @@ impl Server {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "bourse serve did not become ready in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "bourse did not become ready in 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -149,7 +181,11 @@ impl Server {
                 }
                 assert!(Instant::now() < deadline, "{what}: last {path} = {v}");
             } else {
-                assert!(Instant::now() < deadline, "{what}: {path} answered {}", r.status());
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: {path} answered {}",
+                    r.status()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -170,7 +206,10 @@ impl Server {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "bourse serve did not stop on SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "bourse serve did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -186,9 +225,16 @@ impl Drop for Server {
 /// Creates a user with the real CLI.
 pub fn create_user(database_url: &str, username: &str, password: &str, admin: bool) {
     let mut cmd = Command::new(bin());
-    cmd.args(["user", "create", "--username", username, "--password", password])
-        .env("BOURSE_DATABASE_URL", database_url)
-        .env("BOURSE_LOG", "warn");
+    cmd.args([
+        "user",
+        "create",
+        "--username",
+        username,
+        "--password",
+        password,
+    ])
+    .env("BOURSE_DATABASE_URL", database_url)
+    .env("BOURSE_LOG", "warn");
     if admin {
         cmd.arg("--admin");
     }

@@ -1,0 +1,215 @@
+//! Quotes (seed 001): log in for a JWT, ask for a quote, read your history, see the top stocks.
+//! The quote itself comes from the quote service through [`bourse_quotes::QuoteClient`].
+
+use crate::auth::{check_password, AdminUser, AuthUser};
+use crate::extract::{JsonBody, QueryParams};
+use crate::{ApiContext, ApiError};
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bourse_domain::money::as_number;
+use bourse_quotes::QuoteError;
+use bourse_store::quotes::{HistoryEntry, QuoteRecord};
+use chrono::{SecondsFormat, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/login", post(login))
+        .route("/stock", get(stock))
+        .route("/history", get(history))
+        .route("/users/history", get(history))
+        .route("/stats", get(stats))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenView {
+    token: String,
+}
+
+/// Exchanges a username and password for a JWT valid for 60 minutes.
+#[utoipa::path(post, path = "/login", tag = "quotes", request_body = LoginBody,
+    responses((status = 200, body = TokenView), (status = 400), (status = 401)))]
+pub async fn login(
+    State(ctx): State<ApiContext>,
+    JsonBody(body): JsonBody<LoginBody>,
+) -> Result<Json<TokenView>, ApiError> {
+    let user = check_password(&ctx, &body.username, &body.password).await?;
+    let token = ctx.jwt.issue(user.id, &user.username)?;
+    Ok(Json(TokenView { token }))
+}
+
+/// A quote-service failure as the API answers it: the status SPEC maps each code to, and the
+/// service's message (which never carries internals).
+impl From<QuoteError> for ApiError {
+    fn from(e: QuoteError) -> Self {
+        ApiError::Upstream {
+            status: StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY),
+            code: e.code(),
+            message: e.message().to_string(),
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StockQuery {
+    /// Stock code, e.g. `aapl.us`.
+    q: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct QuoteView {
+    symbol: String,
+    company_name: String,
+    #[serde(serialize_with = "as_number")]
+    #[schema(value_type = f64)]
+    quote: Decimal,
+}
+
+/// The latest quote of a stock (its close), recorded in the caller's history.
+#[utoipa::path(get, path = "/stock", tag = "quotes", params(StockQuery),
+    responses((status = 200, body = QuoteView), (status = 400), (status = 401), (status = 404),
+              (status = 502), (status = 503), (status = 504)),
+    security(("basic" = []), ("bearer" = [])))]
+pub async fn stock(
+    State(ctx): State<ApiContext>,
+    AuthUser(user): AuthUser,
+    QueryParams(q): QueryParams<StockQuery>,
+) -> Result<Json<QuoteView>, ApiError> {
+    let code =
+        q.q.map(|c| c.trim().to_lowercase())
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                ApiError::BadRequest("query parameter `q` (stock code) is required".into())
+            })?;
+    let quote = ctx.quotes.quote(&code).await?;
+    ctx.store
+        .record_quote(
+            user.id,
+            &QuoteRecord {
+                code,
+                symbol: quote.symbol.clone(),
+                name: quote.name.clone(),
+                open: quote.open,
+                high: quote.high,
+                low: quote.low,
+                close: quote.close,
+                requested_at: Utc::now(),
+            },
+        )
+        .await?;
+    Ok(Json(QuoteView {
+        symbol: quote.symbol,
+        company_name: quote.name,
+        quote: quote.close,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// At most this many entries (default 50, at most 500).
+    limit: Option<u32>,
+    /// Cursor from the previous page's `Link: rel="next"` header.
+    before: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HistoryView {
+    date: String,
+    name: String,
+    symbol: String,
+    #[serde(serialize_with = "as_number")]
+    #[schema(value_type = f64)]
+    open: Decimal,
+    #[serde(serialize_with = "as_number")]
+    #[schema(value_type = f64)]
+    high: Decimal,
+    #[serde(serialize_with = "as_number")]
+    #[schema(value_type = f64)]
+    low: Decimal,
+    #[serde(serialize_with = "as_number")]
+    #[schema(value_type = f64)]
+    close: Decimal,
+}
+
+impl From<&HistoryEntry> for HistoryView {
+    fn from(h: &HistoryEntry) -> Self {
+        let r = &h.record;
+        HistoryView {
+            date: r.requested_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            name: r.name.clone(),
+            symbol: r.symbol.clone(),
+            open: r.open,
+            high: r.high,
+            low: r.low,
+            close: r.close,
+        }
+    }
+}
+
+/// The caller's quote requests, newest first; paginated with `limit` and the `before` cursor
+/// given in the `Link` header.
+#[utoipa::path(get, path = "/history", tag = "quotes", params(HistoryQuery),
+    responses((status = 200, body = [HistoryView]), (status = 400), (status = 401)),
+    security(("basic" = []), ("bearer" = [])))]
+pub async fn history(
+    State(ctx): State<ApiContext>,
+    AuthUser(user): AuthUser,
+    QueryParams(q): QueryParams<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest(
+            "limit must be between 1 and 500".into(),
+        ));
+    }
+    let entries = ctx.store.quote_history(user.id, q.before, limit).await?;
+    let body: Vec<HistoryView> = entries.iter().map(HistoryView::from).collect();
+    let mut response = Json(body).into_response();
+    if entries.len() == limit as usize {
+        if let Some(last) = entries.last() {
+            let link = format!("</history?limit={limit}&before={}>; rel=\"next\"", last.id);
+            if let Ok(v) = HeaderValue::from_str(&link) {
+                response.headers_mut().insert(header::LINK, v);
+            }
+        }
+    }
+    Ok(response)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatView {
+    stock: String,
+    times_requested: i64,
+}
+
+/// The five most requested stocks over all users (admins only).
+#[utoipa::path(get, path = "/stats", tag = "quotes",
+    responses((status = 200, body = [StatView]), (status = 401), (status = 403)),
+    security(("basic" = []), ("bearer" = [])))]
+pub async fn stats(
+    State(ctx): State<ApiContext>,
+    _admin: AdminUser,
+) -> Result<Json<Vec<StatView>>, ApiError> {
+    let top = ctx.store.top_requested(5).await?;
+    Ok(Json(
+        top.into_iter()
+            .map(|(stock, times_requested)| StatView {
+                stock,
+                times_requested,
+            })
+            .collect(),
+    ))
+}

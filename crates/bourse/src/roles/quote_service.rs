@@ -1,0 +1,78 @@
+//! `bourse quote-service`: the internal stock aggregator (seed 001). Serves RabbitMQ RPC on the
+//! quote queue when `BOURSE_AMQP_URL` is set, and always HTTP (`/internal/quote`,
+//! `/internal/daily`) plus health, readiness and metrics.
+
+use super::{quotes, shutdown_signal};
+use crate::config::Config;
+use crate::telemetry;
+use anyhow::Context;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use bourse_quotes::amqp::AmqpServer;
+use bourse_quotes::QuoteClient;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8001";
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = telemetry::init_metrics()?;
+    let service: Arc<dyn QuoteClient> = Arc::new(quotes::service(&config)?);
+    let shutdown = CancellationToken::new();
+    let amqp = config.amqp_url.as_deref().map(|url| {
+        AmqpServer::spawn(
+            service.clone(),
+            quotes::amqp_config(&config, url),
+            &shutdown,
+        )
+    });
+    let ready = amqp.as_ref().map(AmqpServer::ready_watch);
+
+    let app = bourse_quotes::http::router(service)
+        .route("/_healthcheck", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.as_ref().is_none_or(|r| *r.borrow());
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not consuming the quote queue",
+                        )
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
+        .merge(Router::new());
+    let addr = config
+        .http_addr
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ADDR.into());
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    info!(addr = %listener.local_addr()?, amqp = amqp.is_some(), queue = %config.quote_queue, "bourse quote-service listening");
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    shutdown.cancel();
+    if let Some(server) = amqp {
+        server.shutdown().await;
+    }
+    info!("bourse quote-service stopped");
+    served.context("HTTP server failed")
+}

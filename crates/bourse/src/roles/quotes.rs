@@ -1,0 +1,59 @@
+//! Wiring of the quote service: its configuration, and which client `serve` uses to reach it.
+
+use crate::config::Config;
+use anyhow::Context;
+use bourse_quotes::amqp::AmqpQuoteClient;
+use bourse_quotes::http::HttpQuoteClient;
+use bourse_quotes::{AmqpConfig, QuoteClient, QuoteConfig, QuoteService};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::info;
+
+/// The RPC client timeout of SPEC: a request never waits longer for the quote service.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn quote_config(config: &Config) -> QuoteConfig {
+    let defaults = QuoteConfig::default();
+    QuoteConfig {
+        stooq_url: config.stooq_url.clone(),
+        alphavantage_url: config.alphavantage_url.clone(),
+        alphavantage_key: config
+            .alphavantage_key
+            .clone()
+            .unwrap_or(defaults.alphavantage_key.clone()),
+        cache_ttl: Duration::from_secs(config.quote_cache_secs),
+        ..defaults
+    }
+}
+
+pub fn amqp_config(config: &Config, url: &str) -> AmqpConfig {
+    let mut amqp = AmqpConfig::new(url).with_queue(config.quote_queue.clone());
+    amqp.timeout = CLIENT_TIMEOUT;
+    amqp
+}
+
+/// The in-process quote service (providers, cache, metrics).
+pub fn service(config: &Config) -> anyhow::Result<QuoteService> {
+    let service =
+        QuoteService::new(&quote_config(config)).context("cannot build the quote service")?;
+    bourse_quotes::describe_metrics(&["stooq", "alphavantage"]);
+    Ok(service)
+}
+
+/// SPEC: over RabbitMQ when `BOURSE_AMQP_URL` is set, else over HTTP when
+/// `BOURSE_QUOTE_SERVICE_URL` is set, else in-process.
+pub fn client(config: &Config) -> anyhow::Result<Arc<dyn QuoteClient>> {
+    if let Some(url) = &config.amqp_url {
+        info!(queue = %config.quote_queue, "quotes: RabbitMQ RPC to the quote service");
+        return Ok(Arc::new(AmqpQuoteClient::new(amqp_config(config, url))));
+    }
+    if let Some(url) = &config.quote_service_url {
+        info!(url, "quotes: HTTP to the quote service");
+        return Ok(Arc::new(
+            HttpQuoteClient::new(url, CLIENT_TIMEOUT)
+                .context("invalid BOURSE_QUOTE_SERVICE_URL")?,
+        ));
+    }
+    info!("quotes: in-process quote service");
+    Ok(Arc::new(service(config)?))
+}
