@@ -1,0 +1,51 @@
+# Shared helpers for the bench scripts (sourced).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bourse-target}"
+BIN="${BOURSE_BIN:-$CARGO_TARGET_DIR/release/bourse}"
+PG_ADMIN="${BOURSE_BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
+work="$(mktemp -d /tmp/bourse-bench.XXXXXX)"
+pids=()
+pg_dbs=()
+
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for db in "${pg_dbs[@]}"; do
+    psql "$PG_ADMIN/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+build() {
+  if [ -z "${BOURSE_BIN:-}" ]; then
+    echo "building release binary..." >&2
+    (cd "$repo" && cargo build --release --locked --bin bourse >&2)
+  fi
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # url [seconds]
+  local deadline=$((SECONDS + ${2:-30}))
+  until curl -sf -o /dev/null "$1"; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "timeout waiting for $1" >&2; return 1; }
+    sleep 0.1
+  done
+}
+
+new_pg_db() { # prints the URL of a fresh database
+  local name="bourse_bench_$RANDOM$RANDOM"
+  psql "$PG_ADMIN/postgres" -qc "CREATE DATABASE $name" >/dev/null
+  pg_dbs+=("$name")
+  echo "$PG_ADMIN/$name"
+}
+
+metric() { # base_url name -> sum of all series of a counter
+  curl -s "$1/metrics" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%d\n", s }'
+}
+
+rss_mb() { # pid -> peak resident set in MB
+  awk '/VmHWM/ { printf "%.0f\n", $2 / 1024 }' "/proc/$1/status"
+}
