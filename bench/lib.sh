@@ -3,6 +3,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bourse-target}"
 BIN="${BOURSE_BIN:-$CARGO_TARGET_DIR/release/bourse}"
+export BOURSE_JWT_SECRET="${BOURSE_JWT_SECRET:-bench-only-secret-0123456789}"
 PG_ADMIN="${BOURSE_BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
 work="$(mktemp -d /tmp/bourse-bench.XXXXXX)"
 pids=()
