@@ -40,7 +40,7 @@ PY
 
 rows=()
 for engine in sqlite postgres; do
-  if [ "$engine" = sqlite ]; then db="sqlite://$work/bench.db"; else db="$(new_pg_db)"; fi
+  if [ "$engine" = sqlite ]; then db="sqlite://$work/bench.db"; else new_pg_db; db="$PG_URL"; fi
   port="$(free_port)"
   base="http://127.0.0.1:$port"
   BOURSE_HTTP_ADDR="127.0.0.1:$port" BOURSE_DATABASE_URL="$db" BOURSE_MQTT_URL="$MQTT" \

@@ -36,11 +36,12 @@ wait_http() { # url [seconds]
   done
 }
 
-new_pg_db() { # prints the URL of a fresh database
+new_pg_db() { # creates a fresh database, dropped on exit; its URL is left in $PG_URL
+  # (not printed: a command substitution would run in a subshell and lose the cleanup entry)
   local name="bourse_bench_$RANDOM$RANDOM"
   psql "$PG_ADMIN/postgres" -qc "CREATE DATABASE $name" >/dev/null
   pg_dbs+=("$name")
-  echo "$PG_ADMIN/$name"
+  PG_URL="$PG_ADMIN/$name"
 }
 
 metric() { # base_url name -> sum of all series of a counter

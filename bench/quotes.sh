@@ -10,7 +10,8 @@ build
 FAKE="$CARGO_TARGET_DIR/release/examples/fake-upstream"
 AMQP="amqp://guest:guest@127.0.0.1:5672/%2f"
 queue="bourse.quotes.bench.$$"
-db="$(new_pg_db)"
+new_pg_db
+db="$PG_URL"
 export BOURSE_DATABASE_URL="$db" BOURSE_JWT_SECRET=bench-secret-0123456789 BOURSE_LOG=warn BOURSE_DEMO=false \
   BOURSE_AMQP_URL="$AMQP" BOURSE_QUOTE_QUEUE="$queue" BOURSE_REQUEST_LOG=
 
