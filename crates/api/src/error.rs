@@ -37,6 +37,9 @@ pub enum ApiError {
         code: &'static str,
         message: String,
     },
+    /// `POST /orders` failed before its commit: seed 002's fixed 500 body. Logged, never sent.
+    #[error("order not placed: {0}")]
+    OrderNotPlaced(anyhow::Error),
     /// Anything unexpected. The text is logged, never sent.
     #[error("internal error: {0}")]
     Internal(#[from] anyhow::Error),
@@ -91,6 +94,13 @@ impl IntoResponse for ApiError {
                 code,
                 message,
             } => (*status, json!({ "message": message, "code": code })),
+            ApiError::OrderNotPlaced(e) => {
+                tracing::error!(error = ?e, "order not stored");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({ "message": "Internal server error while placing the order" }),
+                )
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 (

@@ -10,6 +10,7 @@ pub mod jwt;
 pub mod openapi;
 pub mod password;
 pub mod routes;
+pub mod series_cache;
 pub mod state;
 
 pub use error::ApiError;

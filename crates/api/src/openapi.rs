@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations, and the docs UI (Swagger UI
 //! bundled into the binary at build time, so `/docs` works with no internet at build or run time).
 
-use crate::routes::{ops, quotes, stocks};
+use crate::routes::{ops, orders, quotes, series, stocks};
 use crate::ApiContext;
 use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -14,17 +14,23 @@ use utoipa_swagger_ui::SwaggerUi;
     paths(
         stocks::list, stocks::detail, stocks::ticks, stocks::stream, stocks::set_analysis,
         quotes::login, quotes::stock, quotes::history, quotes::stats,
+        orders::create, orders::list, orders::detail, orders::events,
+        series::time_series, series::indicator,
         ops::healthcheck, ops::readyz, ops::metrics,
     ),
     components(schemas(
         stocks::StockView, stocks::StockDetailView, stocks::AnalysisView, stocks::TickView,
         quotes::LoginBody, quotes::TokenView, quotes::QuoteView, quotes::HistoryView, quotes::StatView,
+        orders::OrderBody, orders::CreatedOrderView, orders::OrderView, orders::OrderEventView,
+        series::TimeSeriesRow, series::IndicatorRow,
     )),
     modifiers(&Security),
     tags(
         (name = "stocks", description = "Live prices and analyst targets"),
         (name = "admin", description = "Admin-only routes"),
         (name = "quotes", description = "Quotes from public providers, history and stats"),
+        (name = "orders", description = "Orders: durable acceptance, placement at the exchange, history"),
+        (name = "time series", description = "OHLCV bars, resampling and technical indicators"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

@@ -3,6 +3,7 @@
 use crate::auth::CredentialCache;
 use crate::cache::StockCache;
 use crate::jwt::JwtKeys;
+use crate::series_cache::SeriesCache;
 use bourse_feed::FeedEvent;
 use bourse_quotes::QuoteClient;
 use bourse_store::Store;
@@ -31,6 +32,8 @@ pub struct ApiContext {
     pub store: Store,
     pub events: broadcast::Sender<FeedEvent>,
     pub stocks: Arc<StockCache>,
+    /// Rendered time-series and indicator answers, per (symbol, query).
+    pub series: Arc<SeriesCache>,
     pub credentials: Arc<CredentialCache>,
     pub readiness: Readiness,
     pub metrics: Option<PrometheusHandle>,
@@ -61,6 +64,7 @@ impl ApiContext {
             store,
             events,
             stocks: Arc::new(StockCache::new(read_cache_ttl)),
+            series: Arc::new(SeriesCache::new(read_cache_ttl)),
             credentials: Arc::new(CredentialCache::new(Duration::from_secs(60))),
             readiness,
             metrics,

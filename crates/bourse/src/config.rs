@@ -51,6 +51,33 @@ pub struct Config {
     pub quote_cache_secs: u64,
     /// HS256 secret for JWTs; required unless running on embedded defaults.
     pub jwt_secret: Option<String>,
+    /// Orders: `embedded` runs the outbox relay inside `serve`; `off` when relays run as their
+    /// own role (`bourse relay`).
+    pub relay: RelayMode,
+    /// The exchange over HTTP (`bourse exchange`); unset: the simulated exchange in-process.
+    pub exchange_url: Option<String>,
+    /// Simulated exchange: share of first submissions that fail (the seed's 10%).
+    pub exchange_failure_rate: f64,
+    /// Simulated exchange: time to place an order (the seed's 0.5 s).
+    pub exchange_latency_ms: u64,
+    /// Longest wait for the exchange's answer to one placement.
+    pub exchange_timeout_ms: u64,
+    /// Placement attempts before an order is `failed`.
+    pub order_max_attempts: u32,
+    /// Placements in flight per relay.
+    pub relay_concurrency: usize,
+    /// How long a relay's claim on an order lasts; must exceed `exchange_timeout_ms`.
+    pub relay_lease_ms: u64,
+    /// Backoff between placement attempts: first ceiling and largest delay.
+    pub order_retry_base_ms: u64,
+    pub order_retry_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayMode {
+    Embedded,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +113,16 @@ impl Default for Config {
             alphavantage_key: None,
             quote_cache_secs: 60,
             jwt_secret: None,
+            relay: RelayMode::Embedded,
+            exchange_url: None,
+            exchange_failure_rate: 0.1,
+            exchange_latency_ms: 500,
+            exchange_timeout_ms: 10_000,
+            order_max_attempts: 20,
+            relay_concurrency: 1024,
+            relay_lease_ms: 30_000,
+            order_retry_base_ms: 200,
+            order_retry_max_ms: 60_000,
         }
     }
 }
@@ -114,6 +151,7 @@ impl Config {
             &mut config.quote_service_url,
             &mut config.alphavantage_key,
             &mut config.jwt_secret,
+            &mut config.exchange_url,
         ] {
             *value = value.take().filter(|v| !v.trim().is_empty());
         }

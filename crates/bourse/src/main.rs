@@ -36,8 +36,14 @@ enum Command {
     Serve(ServeArgs),
     /// Run the internal quote service (stooq, AlphaVantage) over RabbitMQ RPC and HTTP.
     QuoteService(QuoteServiceArgs),
+    /// Run the outbox relay: place stored orders at the exchange, retry, record events.
+    Relay(RelayArgs),
+    /// Run the simulated exchange over HTTP (no database; ledger in memory).
+    Exchange(ExchangeArgs),
     /// Publish realistic simulated ticks to MQTT (random walk), for demos and load.
     Streamer(StreamerArgs),
+    /// Load OHLCV bars from CSV files (header symbol,date,open,high,low,close,volume).
+    Import(ImportArgs),
     /// Apply database migrations and exit.
     Migrate(DbArgs),
     /// Manage users.
@@ -71,6 +77,29 @@ struct ServeArgs {
     #[arg(long, value_name = "TOPIC")]
     #[serde(skip_serializing_if = "Option::is_none")]
     mqtt_topic: Option<String>,
+}
+
+#[derive(Args, Serialize, Default, Clone)]
+struct RelayArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    db: DbArgs,
+    /// Address of the health and metrics endpoint [env: BOURSE_HTTP_ADDR] [default: 127.0.0.1:8003]
+    #[arg(long = "addr", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_addr: Option<String>,
+    /// The exchange over HTTP; unset places at the in-process simulation [env: BOURSE_EXCHANGE_URL]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exchange_url: Option<String>,
+}
+
+#[derive(Args, Serialize, Default, Clone)]
+struct ExchangeArgs {
+    /// Address to listen on [env: BOURSE_HTTP_ADDR] [default: 127.0.0.1:8002]
+    #[arg(long = "addr", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_addr: Option<String>,
 }
 
 #[derive(Args, Serialize, Default, Clone)]
@@ -115,6 +144,24 @@ struct StreamerArgs {
     #[arg(long, default_value_t = 1)]
     #[serde(skip)]
     connections: usize,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// What to do with a row that does not parse: stop (rows before it stay imported) or skip it
+    #[arg(long, value_enum, default_value = "stop")]
+    on_error: roles::import::OnError,
+    /// Rows per transaction
+    #[arg(long, default_value_t = 10_000)]
+    batch_size: usize,
+    /// Concurrent writers on PostgreSQL (rows are split among them by symbol and date)
+    #[arg(long, default_value_t = 2)]
+    writers: usize,
+    /// CSV files: symbol,date,open,high,low,close,volume (BOM and CRLF tolerated; upsert by symbol and date)
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -173,6 +220,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init_logging(&config);
             roles::quote_service::run(config).await
         }
+        Command::Relay(args) => {
+            let config = Config::load(file, &args)?;
+            telemetry::init_logging(&config);
+            roles::relay::run(config).await
+        }
+        Command::Exchange(args) => {
+            let config = Config::load(file, &args)?;
+            telemetry::init_logging(&config);
+            roles::exchange::run(config).await
+        }
         Command::Streamer(args) => {
             let config = Config::load(file, &args)?;
             telemetry::init_logging(&config);
@@ -183,6 +240,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     rate: args.rate,
                     count: args.count,
                     connections: args.connections,
+                },
+            )
+            .await
+        }
+        Command::Import(args) => {
+            let config = Config::load(file, &args.db)?;
+            telemetry::init_logging(&config);
+            roles::import::run(
+                &config,
+                roles::import::Options {
+                    files: args.files,
+                    on_error: args.on_error,
+                    batch_size: args.batch_size,
+                    writers: args.writers,
                 },
             )
             .await

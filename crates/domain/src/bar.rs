@@ -141,6 +141,34 @@ impl Bar {
     }
 }
 
+/// Implements [`Ohlcv`] for a struct with `open`, `high`, `low`, `close` (`Decimal`) and `volume`
+/// (`i64`) fields, naming the field that holds its time; each series type keeps its own field names.
+#[macro_export]
+macro_rules! impl_ohlcv {
+    ($ty:ty, $time:ident) => {
+        impl $crate::bar::Ohlcv for $ty {
+            fn time(&self) -> ::chrono::DateTime<::chrono::Utc> {
+                self.$time
+            }
+            fn open(&self) -> ::rust_decimal::Decimal {
+                self.open
+            }
+            fn high(&self) -> ::rust_decimal::Decimal {
+                self.high
+            }
+            fn low(&self) -> ::rust_decimal::Decimal {
+                self.low
+            }
+            fn close(&self) -> ::rust_decimal::Decimal {
+                self.close
+            }
+            fn volume(&self) -> i64 {
+                self.volume
+            }
+        }
+    };
+}
+
 /// Read access to the OHLCV part of a bar, so that indicators run on raw bars ([`Bar`]) and on
 /// resampled ones ([`crate::resample::ResampledBar`]) alike.
 pub trait Ohlcv {
@@ -152,26 +180,7 @@ pub trait Ohlcv {
     fn volume(&self) -> i64;
 }
 
-impl Ohlcv for Bar {
-    fn time(&self) -> DateTime<Utc> {
-        self.time
-    }
-    fn open(&self) -> Decimal {
-        self.open
-    }
-    fn high(&self) -> Decimal {
-        self.high
-    }
-    fn low(&self) -> Decimal {
-        self.low
-    }
-    fn close(&self) -> Decimal {
-        self.close
-    }
-    fn volume(&self) -> i64 {
-        self.volume
-    }
-}
+crate::impl_ohlcv!(Bar, time);
 
 /// Whether a series is made of whole days or of intraday bars. It decides how a bar's time is
 /// rendered: `YYYY-MM-DD` for daily bars (as the seed's API answers), RFC 3339 for intraday ones,

@@ -6,7 +6,9 @@ pub mod bar;
 pub mod bar_csv;
 pub mod indicators;
 pub mod money;
+pub mod order;
 pub mod resample;
+pub mod rollup;
 pub mod tick;
 pub mod validation;
 

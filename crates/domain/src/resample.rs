@@ -195,26 +195,7 @@ pub struct ResampledBar {
     pub volume: i64,
 }
 
-impl Ohlcv for ResampledBar {
-    fn time(&self) -> DateTime<Utc> {
-        self.period_start
-    }
-    fn open(&self) -> Decimal {
-        self.open
-    }
-    fn high(&self) -> Decimal {
-        self.high
-    }
-    fn low(&self) -> Decimal {
-        self.low
-    }
-    fn close(&self) -> Decimal {
-        self.close
-    }
-    fn volume(&self) -> i64 {
-        self.volume
-    }
-}
+crate::impl_ohlcv!(ResampledBar, period_start);
 
 /// Aggregates `bars`, which must be sorted by time (as the store returns them) and belong to one
 /// symbol, into bins of `spec.interval` periods of `spec.frequency`. See the module documentation

@@ -167,6 +167,9 @@ impl Store {
                         .filter(|t| inserted.contains(&(t.stock_id, t.timestamp)))
                         .collect();
                 }
+                // Only the ticks stored for the first time count, so a redelivered batch does
+                // not count twice; same transaction, so bars and ticks commit together.
+                crate::bars::roll_up_pg(&mut tx, &outcome.new_ticks).await?;
                 let batch = summarize(&outcome.new_ticks);
                 if !batch.is_empty() {
                     // Sorted by stock id (BTreeMap) so that concurrent ingestors lock stock rows
@@ -253,6 +256,7 @@ impl Store {
                         outcome.new_ticks.push(t);
                     }
                 }
+                crate::bars::roll_up_sqlite(&mut tx, &outcome.new_ticks).await?;
                 let batch = summarize(&outcome.new_ticks);
                 let mut pending = Vec::new();
                 for (id, s) in &batch {

@@ -4,8 +4,10 @@
 //! engine and runs SQL written for it. The two schemas carry the same data; SQLite keeps decimals
 //! as TEXT and instants as INTEGER microseconds so that both stay exact and ordered.
 
+pub mod bars;
 mod error;
 pub mod feed;
+pub mod orders;
 pub mod quotes;
 mod sqlite_codec;
 pub mod users;

@@ -79,3 +79,19 @@ impl TestDb {
         }
     }
 }
+
+/// Runs a repository test against a fresh SQLite store, then a fresh PostgreSQL database, which
+/// is dropped afterwards; every repository behaviour must hold on both engines.
+pub async fn on_both<F, Fut>(test: F)
+where
+    F: Fn(Store) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let sqlite = TestDb::sqlite();
+    test(sqlite.store().await).await;
+    let pg = TestDb::postgres().await;
+    let store = pg.store().await;
+    test(store.clone()).await;
+    store.close().await;
+    pg.drop_db().await;
+}

@@ -2,28 +2,13 @@
 
 use bourse_domain::{NewAnalysis, TargetType, Tick};
 use bourse_store::feed::DeadLetter;
-use bourse_store::testing::TestDb;
+use bourse_store::testing::on_both;
 use bourse_store::users::{NewUser, Role};
-use bourse_store::{Store, StoreError};
+use bourse_store::StoreError;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rust_decimal::Decimal;
-use std::future::Future;
 use std::str::FromStr;
 use uuid::Uuid;
-
-async fn on_both<F, Fut>(test: F)
-where
-    F: Fn(Store) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let sqlite = TestDb::sqlite();
-    test(sqlite.store().await).await;
-    let pg = TestDb::postgres().await;
-    let store = pg.store().await;
-    test(store.clone()).await;
-    store.close().await;
-    pg.drop_db().await;
-}
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2019, 12, 15, 14, 36, 33).unwrap()

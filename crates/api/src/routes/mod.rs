@@ -1,7 +1,9 @@
 //! One module per resource.
 
 pub mod ops;
+pub mod orders;
 pub mod quotes;
+pub mod series;
 pub mod stocks;
 
 use crate::{ApiContext, ApiError};
@@ -12,6 +14,8 @@ pub fn router() -> Router<ApiContext> {
     Router::new()
         .merge(stocks::router())
         .merge(quotes::router())
+        .merge(series::router())
+        .merge(orders::router())
 }
 
 pub async fn not_found() -> ApiError {

@@ -1,7 +1,11 @@
 //! The roles of the binary, one module each.
 
+pub mod demo_bars;
+pub mod exchange;
+pub mod import;
 pub mod quote_service;
 pub mod quotes;
+pub mod relay;
 pub mod serve;
 pub mod streamer;
 pub mod user;

@@ -30,6 +30,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = telemetry::init_metrics()?;
     bourse_feed::metrics::describe();
     bourse_api::http_metrics::describe();
+    bourse_orders::metrics::describe();
 
     let jwt = jwt_keys(&config)?;
     let quote_client = quotes::client(&config)?;
@@ -100,6 +101,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
 
+    // Orders: the outbox relay in-process, unless relays run as their own role.
+    let relay_tasks = if config.relay == crate::config::RelayMode::Embedded {
+        Some(super::relay::spawn(&config, &store, &shutdown)?)
+    } else {
+        None
+    };
+
     let ctx = ApiContext::new(
         store.clone(),
         events,
@@ -111,6 +119,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             jwt,
             quotes: quote_client,
         },
+    );
+    // Cached time series of a symbol are dropped when one of its ticks commits here.
+    bourse_api::series_cache::invalidate_on_ticks(
+        ctx.series.clone(),
+        ctx.events.subscribe(),
+        shutdown.clone(),
     );
     let addr = config
         .http_addr
@@ -141,6 +155,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         warn!("feed did not drain within 30 s; unacknowledged ticks will be redelivered");
     }
+    // The relay lets placements in flight finish (bounded); the rest are claimed again later.
+    if let Some(mut tasks) = relay_tasks {
+        while tasks.join_next().await.is_some() {}
+    }
     store.close().await;
     info!("bourse serve stopped");
     served.context("HTTP server failed")
@@ -170,6 +188,13 @@ fn jwt_keys(config: &Config) -> anyhow::Result<JwtKeys> {
 
 /// Demo users for the embedded default, created only in an empty users table.
 async fn seed_demo(store: &Store) -> anyhow::Result<()> {
+    let bars = super::demo_bars::seed(store, chrono::Utc::now().date_naive()).await?;
+    if bars > 0 {
+        warn!(
+            bars,
+            "demo mode: seeded synthetic daily bars for CIB, Edita and Hamada Inc"
+        );
+    }
     if store.count_users().await? > 0 {
         return Ok(());
     }

@@ -1,0 +1,56 @@
+//! `bourse exchange`: the simulated exchange over HTTP (no database; the ledger lives in memory,
+//! so run one replica). `POST /placements` with `Idempotency-Key`, `GET /placements`, plus
+//! health, readiness and metrics.
+
+use super::shutdown_signal;
+use crate::config::Config;
+use crate::telemetry;
+use anyhow::Context;
+use axum::routing::get;
+use bourse_orders::simulated::{self, SimulatedExchange};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8002";
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = telemetry::init_metrics()?;
+    simulated::describe_metrics();
+    let exchange = Arc::new(SimulatedExchange::new(
+        config.exchange_failure_rate,
+        Duration::from_millis(config.exchange_latency_ms),
+    ));
+    let app = simulated::router(exchange)
+        .route("/_healthcheck", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        );
+    let addr = config
+        .http_addr
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ADDR.into());
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    info!(
+        addr = %listener.local_addr()?,
+        failure_rate = config.exchange_failure_rate,
+        latency_ms = config.exchange_latency_ms,
+        "bourse exchange listening"
+    );
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    info!("bourse exchange stopped");
+    served.context("HTTP server failed")
+}
