@@ -17,6 +17,8 @@ pub struct StockCache {
     ttl: Duration,
     details: RwLock<HashMap<Uuid, Entry<Option<StockDetail>>>>,
     list: RwLock<Option<Entry<Vec<StockRow>>>>,
+    /// The list with each stock's analysis (`GET /stocks?include=technical_analysis`).
+    detailed_list: RwLock<Option<Entry<Vec<StockDetail>>>>,
 }
 
 /// Bound on cached ids, so that requests for random ids cannot grow memory without limit.
@@ -28,6 +30,7 @@ impl StockCache {
             ttl,
             details: RwLock::new(HashMap::new()),
             list: RwLock::new(None),
+            detailed_list: RwLock::new(None),
         }
     }
 
@@ -69,12 +72,30 @@ impl StockCache {
         value
     }
 
+    pub fn detailed_list(&self) -> Option<Arc<Vec<StockDetail>>> {
+        let slot = self.detailed_list.read().ok()?;
+        slot.as_ref().and_then(|e| self.fresh(e))
+    }
+
+    pub fn put_detailed_list(&self, value: Vec<StockDetail>) -> Arc<Vec<StockDetail>> {
+        let value = Arc::new(value);
+        if !self.ttl.is_zero() {
+            if let Ok(mut slot) = self.detailed_list.write() {
+                *slot = Some((Instant::now(), value.clone()));
+            }
+        }
+        value
+    }
+
     /// Forgets a stock after a local write, so its writer reads its own write at once.
     pub fn invalidate(&self, id: Uuid) {
         if let Ok(mut map) = self.details.write() {
             map.remove(&id);
         }
         if let Ok(mut slot) = self.list.write() {
+            *slot = None;
+        }
+        if let Ok(mut slot) = self.detailed_list.write() {
             *slot = None;
         }
     }
