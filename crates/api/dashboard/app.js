@@ -13,6 +13,7 @@
 (() => {
   const TICK_CAP = 600; // points of the tick chart (ring buffer)
   const BAR_MINUTES = 60; // the bar chart's window
+  const MIN_BAR_MINUTES = 20; // narrowest window, so that a short history keeps slim candles
   const SNAPSHOT_EVERY_MS = 30000;
   const BARS_EVERY_MS = 30000;
   const MAX_RETRY_MS = 30000;
@@ -71,6 +72,7 @@
   let seq = 0; // orders live events against snapshots
   let lastTickAt = 0;
   let selectedId = null;
+  let snapshotLoaded = false; // until then, which stock comes first by name is not known
   let frame = 0;
   let chartDirty = false;
 
@@ -208,7 +210,7 @@
     ui.tbody.insertBefore(tr, before);
     ui.empty.hidden = true;
     setText(ui.count, `${stocks.size} stock${stocks.size === 1 ? '' : 's'}`);
-    if (selectedId === null) select(id);
+    if (selectedId === null && snapshotLoaded) select(id);
     return stock;
   }
 
@@ -225,7 +227,8 @@
     setText(c.target, a ? `${a.type === 'UP' ? '▲' : '▼'} ${fmtPrice(a.target)}` : '—');
     setText(c.badge, a ? (a.target_hit ? 'hit' : 'not yet') : '—');
     setClass(c.badge, a ? (a.target_hit ? 'badge hit' : 'badge waiting') : 'badge');
-    c.tr.dataset.targetHit = a ? String(a.target_hit) : '';
+    const hit = a ? String(a.target_hit) : '';
+    if (c.tr.dataset.targetHit !== hit) c.tr.dataset.targetHit = hit;
     setText(c.time, s.at ? fmtTime(s.at) : '—');
   }
 
@@ -416,7 +419,7 @@
 
   /** A round grid step (1, 2 or 5 times a power of ten) giving three to six lines. */
   function niceStep(span) {
-    const raw = span / 4;
+    const raw = span / 5;
     const magnitude = 10 ** Math.floor(Math.log10(raw));
     const n = raw / magnitude;
     return (n <= 1 ? 1 : n <= 2 ? 2 : n <= 5 ? 5 : 10) * magnitude;
@@ -526,8 +529,9 @@
     const { ctx, w, h } = prepare(ui.barsCanvas);
     const now = Date.now();
     const t1 = Math.floor(now / 60000) * 60000 + 60000;
-    const t0 = t1 - (BAR_MINUTES + 1) * 60000;
-    const bars = chart.bars.filter((b) => b.t >= t0);
+    const bars = chart.bars.filter((b) => b.t >= t1 - (BAR_MINUTES + 1) * 60000);
+    // From the first bar of the hour, so that a short history still fills the width.
+    const t0 = Math.min(bars.length ? bars[0].t : t1, t1 - (MIN_BAR_MINUTES + 1) * 60000);
     let overlayPoints = 0;
     if (bars.length === 0) {
       message(ctx, w, h, 'no bars in the last hour yet');
@@ -548,7 +552,7 @@
       }
       const analysis = stock && stock.analysis;
       const y = yScale(range(lo, hi, analysis ? analysis.target : null), h);
-      const slot = (w - PAD.left - PAD.right) / (BAR_MINUTES + 1);
+      const slot = (w - PAD.left - PAD.right) / ((t1 - t0) / 60000);
       const px = (t) => PAD.left + ((t - t0) / 60000 + 0.5) * slot;
       frameAxes(ctx, w, h, y, t0, t1, fmtMinute);
       targetLine(ctx, w, y, analysis);
@@ -649,9 +653,12 @@
           stock.availability = r.availability;
         }
         if (stock.aseq <= asked) stock.analysis = r.technical_analysis;
+        if (stock.id === selectedId) chartDirty = true; // its price label and target line
         markDirty(stock);
       }
       ui.empty.hidden = stocks.size > 0;
+      snapshotLoaded = true;
+      if (selectedId === null && ui.tbody.rows.length) select(ui.tbody.rows[0].dataset.id);
       showNotice('');
     } catch (e) {
       showNotice(`Could not load stocks: ${e.message}`);
