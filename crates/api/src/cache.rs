@@ -16,7 +16,41 @@ type Entry<T> = (Instant, Arc<T>);
 pub struct StockCache {
     ttl: Duration,
     details: RwLock<HashMap<Uuid, Entry<Option<StockDetail>>>>,
-    list: RwLock<Option<Entry<Vec<StockRow>>>>,
+    list: Slot<Vec<StockRow>>,
+    /// The list with each stock's analysis (`GET /stocks?include=technical_analysis`).
+    detailed_list: Slot<Vec<StockDetail>>,
+}
+
+/// One cached value with its age.
+struct Slot<T>(RwLock<Option<Entry<T>>>);
+
+impl<T> Slot<T> {
+    fn new() -> Slot<T> {
+        Slot(RwLock::new(None))
+    }
+
+    fn get(&self, ttl: Duration) -> Option<Arc<T>> {
+        let slot = self.0.read().ok()?;
+        slot.as_ref()
+            .filter(|e| e.0.elapsed() < ttl)
+            .map(|e| e.1.clone())
+    }
+
+    fn put(&self, ttl: Duration, value: T) -> Arc<T> {
+        let value = Arc::new(value);
+        if !ttl.is_zero() {
+            if let Ok(mut slot) = self.0.write() {
+                *slot = Some((Instant::now(), value.clone()));
+            }
+        }
+        value
+    }
+
+    fn clear(&self) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = None;
+        }
+    }
 }
 
 /// Bound on cached ids, so that requests for random ids cannot grow memory without limit.
@@ -27,7 +61,8 @@ impl StockCache {
         StockCache {
             ttl,
             details: RwLock::new(HashMap::new()),
-            list: RwLock::new(None),
+            list: Slot::new(),
+            detailed_list: Slot::new(),
         }
     }
 
@@ -55,18 +90,19 @@ impl StockCache {
     }
 
     pub fn list(&self) -> Option<Arc<Vec<StockRow>>> {
-        let slot = self.list.read().ok()?;
-        slot.as_ref().and_then(|e| self.fresh(e))
+        self.list.get(self.ttl)
     }
 
     pub fn put_list(&self, value: Vec<StockRow>) -> Arc<Vec<StockRow>> {
-        let value = Arc::new(value);
-        if !self.ttl.is_zero() {
-            if let Ok(mut slot) = self.list.write() {
-                *slot = Some((Instant::now(), value.clone()));
-            }
-        }
-        value
+        self.list.put(self.ttl, value)
+    }
+
+    pub fn detailed_list(&self) -> Option<Arc<Vec<StockDetail>>> {
+        self.detailed_list.get(self.ttl)
+    }
+
+    pub fn put_detailed_list(&self, value: Vec<StockDetail>) -> Arc<Vec<StockDetail>> {
+        self.detailed_list.put(self.ttl, value)
     }
 
     /// Forgets a stock after a local write, so its writer reads its own write at once.
@@ -74,8 +110,7 @@ impl StockCache {
         if let Ok(mut map) = self.details.write() {
             map.remove(&id);
         }
-        if let Ok(mut slot) = self.list.write() {
-            *slot = None;
-        }
+        self.list.clear();
+        self.detailed_list.clear();
     }
 }

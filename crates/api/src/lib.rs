@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod http_metrics;
@@ -26,7 +27,8 @@ use tower_http::trace::TraceLayer;
 /// Largest request body accepted: API bodies are small JSON documents.
 const BODY_LIMIT: usize = 64 * 1024;
 
-/// The complete application: every route at its SPEC path and again under `/api/v1`.
+/// The complete application: every route at its SPEC path and again under `/api/v1`; operations,
+/// docs and the dashboard (`GET /`) at the root only.
 pub fn app(ctx: ApiContext) -> Router {
     let api = routes::router();
     Router::new()
@@ -34,6 +36,7 @@ pub fn app(ctx: ApiContext) -> Router {
         .nest("/api/v1", api)
         .merge(routes::ops::router())
         .merge(openapi::docs())
+        .merge(dashboard::router())
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn(http_metrics::track))
         .layer(TimeoutLayer::with_status_code(

@@ -12,6 +12,7 @@ on_both_engines! {
     malformed_messages_are_set_aside_and_later_ticks_land => malformed_messages_are_set_aside_and_later_ticks_land;
     out_of_order_and_duplicate_ticks => out_of_order_and_duplicate_ticks;
     no_acknowledged_tick_is_lost_across_a_kill => no_acknowledged_tick_is_lost_across_a_kill;
+    analyses_in_the_list_and_on_the_stream => analyses_in_the_list_and_on_the_stream;
 }
 
 fn new_id() -> String {
@@ -568,5 +569,86 @@ async fn no_acknowledged_tick_is_lost_across_a_kill(engine: Engine) {
     // Clean stop (SIGTERM) exits 0 after draining.
     let mut server = server;
     assert!(server.terminate().success());
+    db.drop_db().await;
+}
+
+/// The dashboard's data: every stock with its target in one request, and new targets pushed on
+/// the stream as `analysis` events.
+async fn analyses_in_the_list_and_on_the_stream(engine: Engine) {
+    let db = database(engine).await;
+    let spec = ServeSpec::mqtt(&db);
+    let server = Server::start(&spec).await;
+    create_user(&db.url, "root", "rootpw", true);
+    let admin = common::basic("root", "rootpw");
+    let (cib, edita) = (new_id(), new_id());
+    publish(
+        spec.topic(),
+        &[
+            tick(&cib, "CIB", "28", "2020-01-01 10:00:00"),
+            tick(&edita, "Edita", "19.5", "2020-01-01 10:00:00"),
+        ],
+    )
+    .await;
+    server
+        .eventually("/stocks", "stocks known", |v| {
+            v.as_array().is_some_and(|a| a.len() == 2)
+        })
+        .await;
+    let mut stream = server.get("/stocks/stream").await;
+    assert_eq!(stream.status(), 200);
+
+    let r = post_analysis(
+        &server,
+        &edita,
+        json!({"target": 20.25, "type": "UP"}),
+        &admin,
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let expected = json!([
+        {"stock_id": cib, "name": "CIB", "price": 28, "availability": 46, "technical_analysis": null},
+        {"stock_id": edita, "name": "Edita", "price": 19.5, "availability": 46,
+         "technical_analysis": {"target": 20.25, "type": "UP", "target_hit": false}},
+    ]);
+    for path in [
+        "/stocks?include=technical_analysis",
+        "/api/v1/stocks?include=technical_analysis",
+    ] {
+        assert_eq!(server.get_json(path).await, expected, "{path}");
+    }
+    // Each row is what the stock's own detail says.
+    for row in expected.as_array().unwrap() {
+        let id = row["stock_id"].as_str().unwrap();
+        assert_eq!(&server.get_json(&format!("/stocks/{id}")).await, row);
+    }
+    // The plain list keeps the seed's shape.
+    let plain = server.get_json("/stocks").await;
+    assert_eq!(
+        plain[1],
+        json!({"stock_id": edita, "name": "Edita", "price": 19.5, "availability": 46})
+    );
+    // Unknown parameters and values are refused, as everywhere.
+    for path in ["/stocks?include=everything", "/stocks?limit=1"] {
+        let r = server.get(path).await;
+        assert_eq!(r.status(), 400, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["message"].is_string(), "{path}: {body}");
+    }
+
+    // The stream carried the new target (the subscription predates the POST).
+    let mut seen = String::new();
+    let want = format!(
+        r#"event: analysis
+data: {{"stock_id":"{edita}","target":20.25,"type":"UP","target_hit":false}}"#
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !seen.contains(&want) {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("analysis event within 5 s; got {seen:?}"))
+            .expect("SSE body")
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
     db.drop_db().await;
 }

@@ -6,10 +6,9 @@
 
 mod common;
 
-use common::{database, publish, tick, Engine, ServeSpec, Server};
+use common::{database, import, publish, tick, Engine, ServeSpec, Server};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Output};
 
 on_both_engines! {
     imported_csv_raw_and_resampled => imported_csv_raw_and_resampled;
@@ -31,20 +30,6 @@ const INDICATOR_FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../domain/tests/fixtures/indicators.json"
 );
-
-/// Runs `bourse import ARGS…` against `database_url` (the real CLI, nothing else from the
-/// environment but PATH).
-fn import(database_url: &str, args: &[&str]) -> Output {
-    Command::new(common::bin())
-        .arg("import")
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("BOURSE_DATABASE_URL", database_url)
-        .env("BOURSE_LOG", "warn")
-        .output()
-        .expect("run bourse import")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

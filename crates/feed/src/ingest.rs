@@ -7,7 +7,7 @@
 //! and never acknowledged, so the broker redelivers it if the process dies meanwhile.
 
 use crate::metrics::{INGEST_LAG, TARGET_HITS, TICKS_INGESTED, TICKS_REJECTED};
-use bourse_domain::Tick;
+use bourse_domain::{Analysis, Tick};
 use bourse_store::feed::{DeadLetter, TargetHit};
 use bourse_store::Store;
 use chrono::{DateTime, Utc};
@@ -43,6 +43,11 @@ pub struct Delivery {
 pub enum FeedEvent {
     Tick(Tick),
     TargetHit(TargetHit),
+    /// An analyst target set (or replaced) through the API, already judged against the price.
+    AnalysisSet {
+        stock_id: uuid::Uuid,
+        analysis: Analysis,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -346,48 +346,42 @@ impl Store {
 
     /// One stock with its analysis, `None` when unknown.
     pub async fn get_stock(&self, id: Uuid) -> Result<Option<StockDetail>, StoreError> {
-        const SQL_PG: &str = "SELECT s.stock_id, s.name, s.price, s.availability, s.price_at, \
-             a.target, a.kind, a.target_hit FROM stocks s LEFT JOIN analyses a USING (stock_id) \
-             WHERE s.stock_id = $1";
+        let sql = format!("{DETAIL_SELECT} WHERE s.stock_id = $1");
         match &self.db {
-            Db::Postgres(pool) => {
-                let Some(r) = sqlx::query(SQL_PG).bind(id).fetch_optional(pool).await? else {
-                    return Ok(None);
-                };
-                let analysis = match r.try_get::<Option<Decimal>, _>(5)? {
-                    None => None,
-                    Some(target) => Some(Analysis {
-                        target,
-                        kind: kind_of(&r.try_get::<String, _>(6)?)?,
-                        target_hit: r.try_get(7)?,
-                    }),
-                };
-                Ok(Some(StockDetail {
-                    stock: pg_stock(&r)?,
-                    analysis,
-                }))
-            }
-            Db::Sqlite { read, .. } => {
-                let Some(r) = sqlx::query(&SQL_PG.replace("$1", "?"))
-                    .bind(id.to_string())
-                    .fetch_optional(read)
-                    .await?
-                else {
-                    return Ok(None);
-                };
-                let analysis = match r.try_get::<Option<String>, _>(5)? {
-                    None => None,
-                    Some(target) => Some(Analysis {
-                        target: decimal(&target)?,
-                        kind: kind_of(&r.try_get::<String, _>(6)?)?,
-                        target_hit: r.try_get::<i64, _>(7)? != 0,
-                    }),
-                };
-                Ok(Some(StockDetail {
-                    stock: sqlite_stock(&r)?,
-                    analysis,
-                }))
-            }
+            Db::Postgres(pool) => sqlx::query(&sql)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+                .as_ref()
+                .map(pg_detail)
+                .transpose(),
+            Db::Sqlite { read, .. } => sqlx::query(&sql.replace("$1", "?"))
+                .bind(id.to_string())
+                .fetch_optional(read)
+                .await?
+                .as_ref()
+                .map(sqlite_detail)
+                .transpose(),
+        }
+    }
+
+    /// All stocks with their latest price and analysis, ordered by name: one query for what
+    /// would otherwise take one `get_stock` per stock.
+    pub async fn list_stocks_with_analysis(&self) -> Result<Vec<StockDetail>, StoreError> {
+        let sql = format!("{DETAIL_SELECT} ORDER BY s.name, s.stock_id");
+        match &self.db {
+            Db::Postgres(pool) => sqlx::query(&sql)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(pg_detail)
+                .collect(),
+            Db::Sqlite { read, .. } => sqlx::query(&sql)
+                .fetch_all(read)
+                .await?
+                .iter()
+                .map(sqlite_detail)
+                .collect(),
         }
     }
 
@@ -526,6 +520,40 @@ impl Store {
             Db::Sqlite { read, .. } => sqlx::query_scalar(sql).fetch_one(read).await?,
         })
     }
+}
+
+/// A stock with its analysis, the columns `pg_detail` and `sqlite_detail` decode.
+const DETAIL_SELECT: &str = "SELECT s.stock_id, s.name, s.price, s.availability, s.price_at, \
+     a.target, a.kind, a.target_hit FROM stocks s LEFT JOIN analyses a USING (stock_id)";
+
+fn pg_detail(r: &sqlx::postgres::PgRow) -> Result<StockDetail, StoreError> {
+    let analysis = match r.try_get::<Option<Decimal>, _>(5)? {
+        None => None,
+        Some(target) => Some(Analysis {
+            target,
+            kind: kind_of(&r.try_get::<String, _>(6)?)?,
+            target_hit: r.try_get(7)?,
+        }),
+    };
+    Ok(StockDetail {
+        stock: pg_stock(r)?,
+        analysis,
+    })
+}
+
+fn sqlite_detail(r: &sqlx::sqlite::SqliteRow) -> Result<StockDetail, StoreError> {
+    let analysis = match r.try_get::<Option<String>, _>(5)? {
+        None => None,
+        Some(target) => Some(Analysis {
+            target: decimal(&target)?,
+            kind: kind_of(&r.try_get::<String, _>(6)?)?,
+            target_hit: r.try_get::<i64, _>(7)? != 0,
+        }),
+    };
+    Ok(StockDetail {
+        stock: sqlite_stock(r)?,
+        analysis,
+    })
 }
 
 fn pg_stock(r: &sqlx::postgres::PgRow) -> Result<StockRow, StoreError> {

@@ -372,3 +372,45 @@ async fn quote_history_is_per_user_newest_first_and_counted() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn stocks_list_with_their_analyses_in_one_query() {
+    on_both(|store| async move {
+        let (cib, edita) = (Uuid::new_v4(), Uuid::new_v4());
+        store
+            .ingest(
+                &[tick(edita, "Edita", "19.5", 0), tick(cib, "CIB", "28", 1)],
+                &[],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let set = store
+            .set_analysis(
+                edita,
+                NewAnalysis {
+                    target: dec("19"),
+                    kind: TargetType::Down,
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+
+        let all = store.list_stocks_with_analysis().await.unwrap();
+        let names: Vec<&str> = all.iter().map(|d| d.stock.name.as_str()).collect();
+        assert_eq!(names, ["CIB", "Edita"], "ordered by name like list_stocks");
+        assert_eq!(all[0].stock.stock_id, cib);
+        assert_eq!(all[0].stock.price, dec("28"));
+        assert_eq!(all[0].analysis, None);
+        assert_eq!(all[1].analysis, Some(set));
+        assert_eq!(set.target, dec("19"));
+        assert!(!set.target_hit);
+        // Each row is what get_stock answers for that stock.
+        for detail in &all {
+            let one = store.get_stock(detail.stock.stock_id).await.unwrap();
+            assert_eq!(one.as_ref(), Some(detail));
+        }
+    })
+    .await;
+}

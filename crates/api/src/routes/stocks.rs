@@ -6,7 +6,7 @@ use crate::{ApiContext, ApiError};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bourse_domain::money::as_number;
@@ -94,15 +94,49 @@ fn stock_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::BadRequest("stock_id must be a UUID".into()))
 }
 
+/// The query of `GET /stocks`. Unknown parameters are refused (400).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `technical_analysis`: each row also carries its analyst target (as `GET /stocks/{id}`
+    /// does), so that one request shows every stock's target (the dashboard's snapshot).
+    #[param(value_type = Option<String>, example = "technical_analysis")]
+    include: Option<Include>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum Include {
+    TechnicalAnalysis,
+}
+
 /// All stocks with their latest price and availability, ordered by name.
-#[utoipa::path(get, path = "/stocks", tag = "stocks",
-    responses((status = 200, body = [StockView])))]
-pub async fn list(State(ctx): State<ApiContext>) -> Result<Json<Vec<StockView>>, ApiError> {
+#[utoipa::path(get, path = "/stocks", tag = "stocks", params(ListQuery),
+    responses(
+        (status = 200, body = [StockView],
+            description = "with `include=technical_analysis`, rows are `StockDetailView`s"),
+        (status = 400)))]
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> Result<Response, ApiError> {
+    if let Some(Include::TechnicalAnalysis) = q.include {
+        let rows = match ctx.stocks.detailed_list() {
+            Some(rows) => rows,
+            None => ctx
+                .stocks
+                .put_detailed_list(ctx.store.list_stocks_with_analysis().await?),
+        };
+        let views: Vec<StockDetailView> = rows.iter().map(StockDetailView::from).collect();
+        return Ok(Json(views).into_response());
+    }
     let rows = match ctx.stocks.list() {
         Some(rows) => rows,
         None => ctx.stocks.put_list(ctx.store.list_stocks().await?),
     };
-    Ok(Json(rows.iter().map(StockView::from).collect()))
+    let views: Vec<StockView> = rows.iter().map(StockView::from).collect();
+    Ok(Json(views).into_response())
 }
 
 /// One stock with its analyst target, if any.
@@ -144,6 +178,11 @@ pub async fn set_analysis(
         .await?
         .ok_or(ApiError::StockNotFound)?;
     ctx.stocks.invalidate(id);
+    // Live viewers (the dashboard) learn of the new target without polling.
+    let _ = ctx.events.send(FeedEvent::AnalysisSet {
+        stock_id: id,
+        analysis,
+    });
     if analysis.target_hit {
         metrics::counter!(bourse_feed::metrics::TARGET_HITS).increment(1);
     }
@@ -249,6 +288,13 @@ struct TargetHitEvent {
     timestamp: String,
 }
 
+#[derive(Serialize)]
+struct AnalysisEvent {
+    stock_id: Uuid,
+    #[serde(flatten)]
+    analysis: AnalysisView,
+}
+
 fn sse_event(event: FeedEvent) -> Option<Event> {
     let (name, data) = match event {
         FeedEvent::Tick(t) => (
@@ -271,14 +317,22 @@ fn sse_event(event: FeedEvent) -> Option<Event> {
                 timestamp: rfc3339(h.timestamp),
             }),
         ),
+        FeedEvent::AnalysisSet { stock_id, analysis } => (
+            "analysis",
+            serde_json::to_string(&AnalysisEvent {
+                stock_id,
+                analysis: analysis.into(),
+            }),
+        ),
     };
     data.ok().map(|d| Event::default().event(name).data(d))
 }
 
-/// Server-Sent Events: `tick` for every committed tick, `target_hit` when a target flips. A slow
-/// client skips what it could not keep up with rather than holding memory.
+/// Server-Sent Events: `tick` for every committed tick, `target_hit` when a target flips,
+/// `analysis` (`{"stock_id","target","type","target_hit"}`) when an admin sets a target through
+/// this replica. A slow client skips what it could not keep up with rather than holding memory.
 #[utoipa::path(get, path = "/stocks/stream", tag = "stocks",
-    responses((status = 200, description = "text/event-stream of `tick` and `target_hit` events")))]
+    responses((status = 200, description = "text/event-stream of `tick`, `target_hit` and `analysis` events")))]
 pub async fn stream(
     State(ctx): State<ApiContext>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

@@ -6,7 +6,7 @@
 use bourse_store::testing::TestDb;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const MQTT_URL: &str = "mqtt://127.0.0.1:1883";
@@ -244,6 +244,20 @@ pub fn create_user(database_url: &str, username: &str, password: &str, admin: bo
         "user create failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs `bourse import ARGS…` against `database_url` (the real CLI, nothing else from the
+/// environment but PATH).
+pub fn import(database_url: &str, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("import")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("BOURSE_DATABASE_URL", database_url)
+        .env("BOURSE_LOG", "warn")
+        .output()
+        .expect("run bourse import")
 }
 
 /// Publishes payloads with QoS 1 and returns once the broker acknowledged all of them.
