@@ -73,7 +73,10 @@ fn check_name(errors: &mut ValidationErrors, field: &str, value: String) -> Opti
     if value.is_empty() {
         errors.push(field, "must not be empty");
     } else if value.chars().count() > MAX_NAME_LEN {
-        errors.push(field, format!("must have at most {MAX_NAME_LEN} characters"));
+        errors.push(
+            field,
+            format!("must have at most {MAX_NAME_LEN} characters"),
+        );
     } else if value.chars().any(char::is_control) {
         errors.push(field, "must not contain control characters");
     } else {

@@ -61,7 +61,7 @@ enum Key {
     Username,
     Id,
     /// The hash of one of the user's unrevoked API keys.
-    ApiKey,
+    ApiKeyHash,
 }
 
 const INSERT_KEY: &str =
@@ -175,26 +175,22 @@ impl Store {
     pub async fn add_api_key(&self, user_id: Uuid, key: &NewApiKey) -> Result<(), StoreError> {
         let now = Utc::now();
         let result = match &self.db {
-            Db::Postgres(pool) => {
-                sqlx::query(INSERT_KEY)
-                    .bind(&key.hash)
-                    .bind(user_id)
-                    .bind(&key.prefix)
-                    .bind(now)
-                    .execute(pool)
-                    .await
-                    .map(|_| ())
-            }
-            Db::Sqlite { write, .. } => {
-                sqlx::query(INSERT_KEY)
-                    .bind(&key.hash)
-                    .bind(user_id.to_string())
-                    .bind(&key.prefix)
-                    .bind(micros(now))
-                    .execute(write)
-                    .await
-                    .map(|_| ())
-            }
+            Db::Postgres(pool) => sqlx::query(INSERT_KEY)
+                .bind(&key.hash)
+                .bind(user_id)
+                .bind(&key.prefix)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|_| ()),
+            Db::Sqlite { write, .. } => sqlx::query(INSERT_KEY)
+                .bind(&key.hash)
+                .bind(user_id.to_string())
+                .bind(&key.prefix)
+                .bind(micros(now))
+                .execute(write)
+                .await
+                .map(|_| ()),
         };
         result.map_err(key_taken)?;
         Ok(())
@@ -204,7 +200,7 @@ impl Store {
     /// Inactive users are returned too (with `active` false): refusing them is the caller's rule.
     pub async fn user_by_api_key(&self, key_hash: &str) -> Result<Option<User>, StoreError> {
         Ok(self
-            .credentials_where(Key::ApiKey, key_hash)
+            .credentials_where(Key::ApiKeyHash, key_hash)
             .await?
             .map(|c| c.user))
     }
@@ -233,7 +229,7 @@ impl Store {
                 let condition = match key {
                     Key::Username => "username = $1",
                     Key::Id => "id = $1::uuid",
-                    Key::ApiKey => {
+                    Key::ApiKeyHash => {
                         "id = (SELECT user_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL)"
                     }
                 };
@@ -256,7 +252,7 @@ impl Store {
                 let condition = match key {
                     Key::Username => "username = ?",
                     Key::Id => "id = ?",
-                    Key::ApiKey => {
+                    Key::ApiKeyHash => {
                         "id = (SELECT user_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL)"
                     }
                 };
