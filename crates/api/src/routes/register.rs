@@ -37,7 +37,7 @@ pub struct RegisterBody {
     email: String,
 }
 
-/// Creates a user (username = email, no password) with an API key, shown in this answer only:
+/// Creates a user (username = the email in lower case, no password) with an API key, shown in this answer only:
 /// send it as `Authorization: Token <key>`.
 #[utoipa::path(post, path = "/register", tag = "keys",
     request_body(content(
@@ -56,7 +56,8 @@ pub async fn register(
     let registration = Registration::from_json(&body)?;
     let issued = api_key::generate();
     let new = NewUser {
-        username: registration.email.clone(),
+        // The email, lowercased, so `bourse user token --username` finds the user predictably.
+        username: registration.email.to_lowercase(),
         email: Some(registration.email),
         first_name: Some(registration.name),
         last_name: Some(registration.last_name),
