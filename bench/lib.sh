@@ -5,6 +5,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bourse-target}"
 BIN="${BOURSE_BIN:-$CARGO_TARGET_DIR/release/bourse}"
 export BOURSE_JWT_SECRET="${BOURSE_JWT_SECRET:-bench-only-secret-0123456789}"
 PG_ADMIN="${BOURSE_BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
+# The benchmarks measure endpoints, not quotas (bench/quota.sh measures those): quotas and the
+# request log are off unless a script turns them on.
+export BOURSE_QUOTA_ANON_PER_DAY="${BOURSE_QUOTA_ANON_PER_DAY:-0}"
+export BOURSE_QUOTA_USER_PER_DAY="${BOURSE_QUOTA_USER_PER_DAY:-0}"
+export BOURSE_REQUEST_LOG="${BOURSE_REQUEST_LOG-}"
 work="$(mktemp -d /tmp/bourse-bench.XXXXXX)"
 pids=()
 pg_dbs=()

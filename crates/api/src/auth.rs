@@ -3,8 +3,15 @@
 //!
 //! `Basic` checks the password against its argon2id hash. Because that check is slow by design
 //! and clients send Basic credentials on every request, a successful check is remembered for a
-//! minute under a SHA-256 of the credentials (never the password itself).
+//! minute under a SHA-256 of the credentials (never the password itself). `Bearer` verifies a JWT
+//! from `/login`; `Token` looks an API key up by its hash (see [`crate::api_key`]).
+//!
+//! When quotas or the request log are on, the credentials are resolved once per request, before
+//! the handler, by [`crate::caller::identify`] (both need to know who is calling); the extractors
+//! here then reuse that [`Credential`] instead of checking again.
 
+use crate::api_key;
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::password;
 use crate::state::ApiContext;
@@ -22,6 +29,20 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub User);
 
+/// What a request's `Authorization` header turned out to be.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// No `Authorization` header.
+    Absent,
+    /// Credentials of an active user.
+    Valid(User),
+    /// Credentials that identify no active user (a route that needs a user answers 401).
+    Invalid,
+    /// Not checked: the check failed for another reason (the database did not answer). The
+    /// extractor checks again and reports that error.
+    Unchecked,
+}
+
 /// An authenticated user with the `admin` role (403 for any other user).
 #[derive(Debug, Clone)]
 pub struct AdminUser(pub User);
@@ -38,9 +59,13 @@ impl FromRequestParts<ApiContext> for AuthUser {
         if let Some(user) = parts.extensions.get::<AuthUser>() {
             return Ok(user.clone());
         }
-        let user = authenticate(parts, ctx)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+        let resolved = match parts.extensions.get::<Caller>().map(|c| &c.credential) {
+            Some(Credential::Valid(user)) => Some(user.clone()),
+            Some(Credential::Invalid) => return Err(ApiError::BadCredentials),
+            Some(Credential::Absent) => None,
+            Some(Credential::Unchecked) | None => authenticate(parts, ctx).await?,
+        };
+        let user = resolved.ok_or(ApiError::Unauthorized)?;
         let user = AuthUser(user);
         parts.extensions.insert(user.clone());
         Ok(user)
@@ -74,6 +99,19 @@ impl FromRequestParts<ApiContext> for MaybeUser {
     }
 }
 
+/// Resolves the request's credentials for [`crate::caller::identify`].
+pub async fn resolve(parts: &Parts, ctx: &ApiContext) -> Credential {
+    match authenticate(parts, ctx).await {
+        Ok(None) => Credential::Absent,
+        Ok(Some(user)) => Credential::Valid(user),
+        Err(ApiError::BadCredentials | ApiError::Unauthorized) => Credential::Invalid,
+        Err(e) => {
+            tracing::warn!(error = %e, "credentials could not be checked");
+            Credential::Unchecked
+        }
+    }
+}
+
 /// `Ok(None)` when there is no `Authorization` header; an error when there is one that does not
 /// identify an active user.
 async fn authenticate(parts: &Parts, ctx: &ApiContext) -> Result<Option<User>, ApiError> {
@@ -87,6 +125,8 @@ async fn authenticate(parts: &Parts, ctx: &ApiContext) -> Result<Option<User>, A
         basic(value, ctx).await.map(Some)
     } else if scheme.eq_ignore_ascii_case("bearer") {
         bearer(value, ctx).await.map(Some)
+    } else if scheme.eq_ignore_ascii_case("token") {
+        token(value, ctx).await.map(Some)
     } else {
         Err(ApiError::BadCredentials)
     }
@@ -110,6 +150,26 @@ async fn basic(encoded: &str, ctx: &ApiContext) -> Result<User, ApiError> {
 async fn bearer(token: &str, ctx: &ApiContext) -> Result<User, ApiError> {
     let claims = ctx.jwt.verify(token).ok_or(ApiError::BadCredentials)?;
     active_user(claims.sub, token, ctx).await
+}
+
+/// An API key: refused at once unless it has the shape of our keys, else looked up by its
+/// SHA-256, which is also the cache key (the stored hash, see [`crate::api_key`]).
+async fn token(key: &str, ctx: &ApiContext) -> Result<User, ApiError> {
+    if !api_key::well_formed(key) {
+        return Err(ApiError::BadCredentials);
+    }
+    let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    if let Some(user) = ctx.credentials.get(&digest) {
+        return Ok(user);
+    }
+    let user = ctx
+        .store
+        .user_by_api_key(&hex::encode(digest))
+        .await?
+        .filter(|u| u.active)
+        .ok_or(ApiError::BadCredentials)?;
+    ctx.credentials.put(digest, user.clone());
+    Ok(user)
 }
 
 /// Loads a user named by a verified credential, refusing inactive or deleted users; remembered

@@ -30,6 +30,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A quota is used up: 429 with `Retry-After` (seconds) and seed 004's text, also as
+    /// `detail`.
+    #[error("Request was throttled. Expected available in {retry_after} seconds.")]
+    Throttled { retry_after: u64 },
     /// A dependency (quote provider, exchange) failed; `status` is 4xx/5xx as SPEC maps it.
     #[error("{message}")]
     Upstream {
@@ -61,7 +65,8 @@ impl From<ValidationErrors> for ApiError {
 }
 
 /// The `WWW-Authenticate` challenge: every scheme bourse accepts.
-pub const CHALLENGE: &str = "Basic realm=\"bourse\", Bearer realm=\"bourse\"";
+pub const CHALLENGE: &str =
+    "Basic realm=\"bourse\", Bearer realm=\"bourse\", Token realm=\"bourse\"";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -89,6 +94,13 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "message": m })),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "message": m })),
+            ApiError::Throttled { .. } => {
+                let m = self.to_string();
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    json!({ "message": m, "detail": m }),
+                )
+            }
             ApiError::Upstream {
                 status,
                 code,
@@ -115,6 +127,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(CHALLENGE),
             );
+        }
+        if let ApiError::Throttled { retry_after } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         response
     }

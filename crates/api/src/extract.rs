@@ -65,3 +65,58 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
 fn path_rejection(e: PathRejection) -> ApiError {
     ApiError::BadRequest(format!("invalid path parameter: {}", e.body_text()))
 }
+
+/// A body of named fields sent as JSON, as an HTML form (`application/x-www-form-urlencoded`)
+/// or as `multipart/form-data` (seed 004's `curl --form`), as one JSON value: the JSON as is,
+/// form fields as an object of strings (a repeated field keeps its last value). Anything else
+/// is a 400.
+pub struct FieldsBody(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for FieldsBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        if essence == "application/x-www-form-urlencoded" {
+            let axum::Form(pairs) = axum::Form::<Vec<(String, String)>>::from_request(req, state)
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("malformed form: {}", e.body_text())))?;
+            Ok(FieldsBody(fields_object(pairs)))
+        } else if essence == "multipart/form-data" {
+            let mut multipart = axum::extract::Multipart::from_request(req, state)
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("malformed form: {}", e.body_text())))?;
+            let mut pairs = Vec::new();
+            let malformed = |e: axum::extract::multipart::MultipartError| {
+                ApiError::BadRequest(format!("malformed form: {}", e.body_text()))
+            };
+            while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+                let name = field.name().unwrap_or_default().to_owned();
+                pairs.push((name, field.text().await.map_err(malformed)?));
+            }
+            Ok(FieldsBody(fields_object(pairs)))
+        } else if essence == "application/json" || essence.ends_with("+json") {
+            let JsonBody(value) = JsonBody::from_request(req, state).await?;
+            Ok(FieldsBody(value))
+        } else {
+            Err(ApiError::BadRequest(
+                "expected a JSON or form body (application/json, application/x-www-form-urlencoded or multipart/form-data)".into(),
+            ))
+        }
+    }
+}
+
+fn fields_object(pairs: Vec<(String, String)>) -> serde_json::Value {
+    serde_json::Value::Object(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect(),
+    )
+}

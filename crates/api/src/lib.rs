@@ -1,8 +1,10 @@
 //! The HTTP API. One module per resource under `routes`, one error enum ([`ApiError`]) that maps
 //! to the statuses and bodies of SPEC, one auth extractor ([`auth::AuthUser`]) for every scheme.
 
+pub mod api_key;
 pub mod auth;
 pub mod cache;
+pub mod caller;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
@@ -10,12 +12,14 @@ pub mod http_metrics;
 pub mod jwt;
 pub mod openapi;
 pub mod password;
+pub mod quota;
+pub mod request_log;
 pub mod routes;
 pub mod series_cache;
 pub mod state;
 
 pub use error::ApiError;
-pub use state::{ApiContext, Readiness, Services};
+pub use state::{ApiContext, Readiness, Services, Traffic};
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -29,15 +33,36 @@ const BODY_LIMIT: usize = 64 * 1024;
 
 /// The complete application: every route at its SPEC path and again under `/api/v1`; operations,
 /// docs and the dashboard (`GET /`) at the root only.
+///
+/// Around the routes, innermost first: the quota layer (429 before the handler runs), the
+/// request log, and the caller middleware that resolves the client address and credentials
+/// once for both (installed only when one of them is on); then metrics, timeout, body limit,
+/// panic guard and tracing.
 pub fn app(ctx: ApiContext) -> Router {
     let api = routes::router();
-    Router::new()
+    let mut router = Router::new()
         .merge(api.clone())
         .nest("/api/v1", api)
         .merge(routes::ops::router())
         .merge(openapi::docs())
         .merge(dashboard::router())
-        .fallback(routes::not_found)
+        .fallback(routes::not_found);
+    if let Some(quota) = &ctx.quota {
+        router = router.layer(quota::QuotaLayer::new(quota.clone()));
+    }
+    if let Some(log) = &ctx.request_log {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            log.clone(),
+            request_log::record,
+        ));
+    }
+    if ctx.quota.is_some() || ctx.request_log.is_some() {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            caller::identify,
+        ));
+    }
+    router
         .layer(axum::middleware::from_fn(http_metrics::track))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

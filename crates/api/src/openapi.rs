@@ -1,10 +1,10 @@
 //! The OpenAPI document, generated from the handlers' annotations, and the docs UI (Swagger UI
 //! bundled into the binary at build time, so `/docs` works with no internet at build or run time).
 
-use crate::routes::{ops, orders, quotes, series, stocks};
+use crate::routes::{ops, orders, quotes, register, series, stocks, symbol};
 use crate::ApiContext;
 use axum::Router;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -16,6 +16,7 @@ use utoipa_swagger_ui::SwaggerUi;
         quotes::login, quotes::stock, quotes::history, quotes::stats,
         orders::create, orders::list, orders::detail, orders::events,
         series::time_series, series::indicator,
+        register::register, symbol::symbol,
         ops::healthcheck, ops::readyz, ops::metrics,
     ),
     components(schemas(
@@ -23,6 +24,7 @@ use utoipa_swagger_ui::SwaggerUi;
         quotes::LoginBody, quotes::TokenView, quotes::QuoteView, quotes::HistoryView, quotes::StatView,
         orders::OrderBody, orders::CreatedOrderView, orders::OrderView, orders::OrderEventView,
         series::TimeSeriesRow, series::IndicatorRow,
+        register::RegisterBody, symbol::SymbolView,
     )),
     modifiers(&Security),
     tags(
@@ -31,6 +33,7 @@ use utoipa_swagger_ui::SwaggerUi;
         (name = "quotes", description = "Quotes from public providers, history and stats"),
         (name = "orders", description = "Orders: durable acceptance, placement at the exchange, history"),
         (name = "time series", description = "OHLCV bars, resampling and technical indicators"),
+        (name = "keys", description = "Self-service API keys and daily summaries; per-day quotas apply to every route but operations"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]
@@ -53,6 +56,13 @@ impl Modify for Security {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`Token <key>`, the key from POST /register or `bourse user token`",
+            ))),
         );
     }
 }

@@ -2,7 +2,10 @@
 
 use crate::auth::CredentialCache;
 use crate::cache::StockCache;
+use crate::caller::ClientAddrSource;
 use crate::jwt::JwtKeys;
+use crate::quota::Quota;
+use crate::request_log::RequestLog;
 use crate::series_cache::SeriesCache;
 use bourse_feed::FeedEvent;
 use bourse_quotes::QuoteClient;
@@ -42,12 +45,28 @@ pub struct ApiContext {
     pub jwt: Arc<JwtKeys>,
     /// The quote service: in-process, over HTTP or over RabbitMQ, behind one trait.
     pub quotes: Arc<dyn QuoteClient>,
+    /// Where the client address comes from (quota key of anonymous callers).
+    pub client_addr: Arc<ClientAddrSource>,
+    /// Per-day quotas; `None` when every limit is 0.
+    pub quota: Option<Arc<Quota>>,
+    /// The request log; `None` when off.
+    pub request_log: Option<RequestLog>,
 }
 
 /// What the API needs from the outside besides the store.
 pub struct Services {
     pub jwt: JwtKeys,
     pub quotes: Arc<dyn QuoteClient>,
+    pub traffic: Traffic,
+}
+
+/// Quotas, the request log and how the client address is found: everything that watches the
+/// traffic rather than serving it. The default watches nothing.
+#[derive(Default)]
+pub struct Traffic {
+    pub client_addr: ClientAddrSource,
+    pub quota: Option<Quota>,
+    pub request_log: Option<RequestLog>,
 }
 
 impl ApiContext {
@@ -71,6 +90,9 @@ impl ApiContext {
             shutdown,
             jwt: Arc::new(services.jwt),
             quotes: services.quotes,
+            client_addr: Arc::new(services.traffic.client_addr),
+            quota: services.traffic.quota.map(Arc::new),
+            request_log: services.traffic.request_log,
         }
     }
 }

@@ -71,6 +71,25 @@ pub struct Config {
     /// Backoff between placement attempts: first ceiling and largest delay.
     pub order_retry_base_ms: u64,
     pub order_retry_max_ms: u64,
+    /// Redis (`redis://host:6379`): quota counters shared by all API replicas. Unset: each
+    /// process counts in its own memory.
+    pub redis_url: Option<String>,
+    /// Requests per rolling day per client address, for callers without valid credentials;
+    /// 0 = unlimited.
+    pub quota_anon_per_day: u64,
+    /// Requests per rolling day per user; 0 = unlimited.
+    pub quota_user_per_day: u64,
+    /// Prefix of the quota keys in Redis.
+    pub quota_redis_prefix: String,
+    /// Header in which a trusted reverse proxy passes the client address (`X-Forwarded-For`,
+    /// `X-Real-IP`, `Forwarded`); its last entry is used. Unset: the socket's peer address.
+    pub trusted_proxy_header: Option<String>,
+    /// The request log file; empty: off.
+    pub request_log: String,
+    /// Rotate the request log before it exceeds this many bytes (0: never).
+    pub request_log_max_bytes: u64,
+    /// Rotated request logs kept (`.1` … `.N`).
+    pub request_log_keep: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +142,14 @@ impl Default for Config {
             relay_lease_ms: 30_000,
             order_retry_base_ms: 200,
             order_retry_max_ms: 60_000,
+            redis_url: None,
+            quota_anon_per_day: 100,
+            quota_user_per_day: 1000,
+            quota_redis_prefix: "bourse:quota:".into(),
+            trusted_proxy_header: None,
+            request_log: "apicalls.log".into(),
+            request_log_max_bytes: 10 * 1024 * 1024,
+            request_log_keep: 5,
         }
     }
 }
@@ -152,6 +179,8 @@ impl Config {
             &mut config.alphavantage_key,
             &mut config.jwt_secret,
             &mut config.exchange_url,
+            &mut config.redis_url,
+            &mut config.trusted_proxy_header,
         ] {
             *value = value.take().filter(|v| !v.trim().is_empty());
         }

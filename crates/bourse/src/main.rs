@@ -77,6 +77,38 @@ struct ServeArgs {
     #[arg(long, value_name = "TOPIC")]
     #[serde(skip_serializing_if = "Option::is_none")]
     mqtt_topic: Option<String>,
+    /// Redis for quota counters shared by all replicas; unset counts in memory, per process [env: BOURSE_REDIS_URL]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_url: Option<String>,
+    /// Requests per rolling day per client address without valid credentials; 0 = unlimited [env: BOURSE_QUOTA_ANON_PER_DAY] [default: 100]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota_anon_per_day: Option<u64>,
+    /// Requests per rolling day per user; 0 = unlimited [env: BOURSE_QUOTA_USER_PER_DAY] [default: 1000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota_user_per_day: Option<u64>,
+    /// Prefix of the quota keys in Redis [env: BOURSE_QUOTA_REDIS_PREFIX] [default: bourse:quota:]
+    #[arg(long, value_name = "PREFIX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota_redis_prefix: Option<String>,
+    /// Header in which a trusted reverse proxy passes the client address (e.g. X-Forwarded-For; its last entry counts); unset uses the socket's address [env: BOURSE_TRUSTED_PROXY_HEADER]
+    #[arg(long, value_name = "HEADER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trusted_proxy_header: Option<String>,
+    /// Request log file, one line per API request, rotated by size; empty turns it off [env: BOURSE_REQUEST_LOG] [default: apicalls.log]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_log: Option<String>,
+    /// Rotate the request log before it exceeds this many bytes; 0 = never [env: BOURSE_REQUEST_LOG_MAX_BYTES] [default: 10485760]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_log_max_bytes: Option<u64>,
+    /// Rotated request logs kept (FILE.1 … FILE.N) [env: BOURSE_REQUEST_LOG_KEEP] [default: 5]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_log_keep: Option<usize>,
 }
 
 #[derive(Args, Serialize, Default, Clone)]
@@ -168,6 +200,17 @@ struct ImportArgs {
 enum UserCommand {
     /// Create a user (or an admin with --admin).
     Create(UserCreateArgs),
+    /// Issue a new API key for a user and print it (shown once; use it as `Authorization: Token <key>`).
+    Token(UserTokenArgs),
+}
+
+#[derive(Args)]
+struct UserTokenArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// The user (for users from POST /register: their email).
+    #[arg(long)]
+    username: String,
 }
 
 #[derive(Args)]
@@ -277,6 +320,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 args.admin,
             )
             .await
+        }
+        Command::User(UserCommand::Token(args)) => {
+            let config = Config::load(file, &args.db)?;
+            telemetry::init_logging(&config);
+            roles::user::token(&config, &args.username).await
         }
     }
 }

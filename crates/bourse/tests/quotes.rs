@@ -15,16 +15,6 @@ on_both_engines! {
     quotes_history_and_stats => quotes_history_and_stats;
 }
 
-async fn get(server: &Server, path: &str, auth: &str) -> reqwest::Response {
-    server
-        .http
-        .get(server.url(path))
-        .header("authorization", auth)
-        .send()
-        .await
-        .expect("GET")
-}
-
 async fn login(server: &Server, user: &str, password: &str) -> reqwest::Response {
     server
         .http
@@ -73,15 +63,15 @@ async fn quotes_history_and_stats(engine: Engine) {
     let john = basic("john", "johnpw");
 
     // The quote, from the close field; exact decimals.
-    let r = get(&server, "/stock?q=aapl.us", &admin).await;
+    let r = server.get_auth("/stock?q=aapl.us", &admin).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.json::<Value>().await.unwrap(),
         json!({"symbol": "AAPL.US", "company_name": "APPLE", "quote": 189.79})
     );
-    let r = get(&server, "/api/v1/stock?q=AAPL.US", &john).await;
+    let r = server.get_auth("/api/v1/stock?q=AAPL.US", &john).await;
     assert_eq!(r.status(), 200, "Basic auth and the /api/v1 alias");
-    let r = get(&server, "/stock?q=t.us", &john).await;
+    let r = server.get_auth("/stock?q=t.us", &john).await;
     assert_eq!(r.json::<Value>().await.unwrap()["company_name"], "AT&T");
     assert_eq!(
         upstream.stooq_hits(),
@@ -93,17 +83,20 @@ async fn quotes_history_and_stats(engine: Engine) {
     let r = server.get("/stock?q=aapl.us").await;
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("www-authenticate"));
-    assert_eq!(get(&server, "/stock", &john).await.status(), 400);
-    assert_eq!(get(&server, "/stock?q=", &john).await.status(), 400);
+    assert_eq!(server.get_auth("/stock", &john).await.status(), 400);
+    assert_eq!(server.get_auth("/stock?q=", &john).await.status(), 400);
     assert_eq!(
-        get(&server, "/stock?q=aapl.us&x=1", &john).await.status(),
+        server
+            .get_auth("/stock?q=aapl.us&x=1", &john)
+            .await
+            .status(),
         400
     );
-    let r = get(&server, "/stock?q=appl.us", &john).await;
+    let r = server.get_auth("/stock?q=appl.us", &john).await;
     assert_eq!(r.status(), 404);
     assert!(r.json::<Value>().await.unwrap()["message"].is_string());
     upstream.set_mode(FakeMode::Throttled);
-    let r = get(&server, "/stock?q=msft.us", &john).await;
+    let r = server.get_auth("/stock?q=msft.us", &john).await;
     assert_eq!(r.status(), 503);
     assert!(r
         .text()
@@ -111,21 +104,33 @@ async fn quotes_history_and_stats(engine: Engine) {
         .unwrap()
         .contains("Exceeded the daily hits limit"));
     upstream.set_mode(FakeMode::ServerError);
-    assert_eq!(get(&server, "/stock?q=msft.us", &john).await.status(), 502);
+    assert_eq!(
+        server.get_auth("/stock?q=msft.us", &john).await.status(),
+        502
+    );
     upstream.set_mode(FakeMode::Garbage);
-    assert_eq!(get(&server, "/stock?q=msft.us", &john).await.status(), 502);
+    assert_eq!(
+        server.get_auth("/stock?q=msft.us", &john).await.status(),
+        502
+    );
     upstream.set_mode(FakeMode::Slow(Duration::from_secs(8)));
     let started = Instant::now();
-    assert_eq!(get(&server, "/stock?q=msft.us", &john).await.status(), 504);
+    assert_eq!(
+        server.get_auth("/stock?q=msft.us", &john).await.status(),
+        504
+    );
     assert!(
         started.elapsed() < Duration::from_secs(6),
         "gives up within the timeout"
     );
     upstream.set_mode(FakeMode::Normal);
-    assert_eq!(get(&server, "/stock?q=msft.us", &john).await.status(), 200);
+    assert_eq!(
+        server.get_auth("/stock?q=msft.us", &john).await.status(),
+        200
+    );
 
     // History: the caller's own successful requests, newest first.
-    let history: Value = get(&server, "/history", &john).await.json().await.unwrap();
+    let history: Value = server.get_auth_json("/history", &john).await;
     let symbols: Vec<&str> = history
         .as_array()
         .unwrap()
@@ -155,32 +160,31 @@ async fn quotes_history_and_stats(engine: Engine) {
         )
     );
     assert!(first["date"].as_str().unwrap().ends_with('Z'));
-    let admin_history: Value = get(&server, "/api/v1/users/history", &admin)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let admin_history: Value = server.get_auth_json("/api/v1/users/history", &admin).await;
     assert_eq!(
         admin_history.as_array().unwrap().len(),
         1,
         "isolated between users"
     );
     // Pagination: limit and the Link cursor.
-    let r = get(&server, "/history?limit=2", &john).await;
+    let r = server.get_auth("/history?limit=2", &john).await;
     let link = r.headers()["link"].to_str().unwrap().to_string();
     let page: Value = r.json().await.unwrap();
     assert_eq!(page.as_array().unwrap().len(), 2);
     let next = link.trim_start_matches('<').split('>').next().unwrap();
-    let rest: Value = get(&server, next, &john).await.json().await.unwrap();
+    let rest: Value = server.get_auth_json(next, &john).await;
     assert_eq!(rest.as_array().unwrap().len(), 1);
     assert_eq!(rest[0]["symbol"], "AAPL.US");
-    assert_eq!(get(&server, "/history?limit=0", &john).await.status(), 400);
+    assert_eq!(
+        server.get_auth("/history?limit=0", &john).await.status(),
+        400
+    );
 
     // Stats: admins only, most requested first.
-    get(&server, "/stock?q=t.us", &admin).await;
-    get(&server, "/stock?q=t.us", &admin).await;
-    assert_eq!(get(&server, "/stats", &john).await.status(), 403);
-    let stats: Value = get(&server, "/stats", &admin).await.json().await.unwrap();
+    server.get_auth("/stock?q=t.us", &admin).await;
+    server.get_auth("/stock?q=t.us", &admin).await;
+    assert_eq!(server.get_auth("/stats", &john).await.status(), 403);
+    let stats: Value = server.get_auth_json("/stats", &admin).await;
     assert_eq!(
         stats,
         json!([
@@ -206,7 +210,8 @@ async fn quotes_history_and_stats(engine: Engine) {
         JWT_SECRET,
     );
     assert_eq!(
-        get(&server, "/stats", &format!("Bearer {valid}"))
+        server
+            .get_auth("/stats", &format!("Bearer {valid}"))
             .await
             .status(),
         200,
@@ -224,7 +229,8 @@ async fn quotes_history_and_stats(engine: Engine) {
     let tampered = parts.join(".");
     for bad in [expired, foreign, tampered, "not.a.jwt".to_string()] {
         assert_eq!(
-            get(&server, "/stats", &format!("Bearer {bad}"))
+            server
+                .get_auth("/stats", &format!("Bearer {bad}"))
                 .await
                 .status(),
             401,
@@ -275,15 +281,16 @@ async fn split_deployment_over_rabbitmq() {
     create_user(&db.url, "john", "johnpw", false);
     let john = basic("john", "johnpw");
 
-    let r = get(&server, "/stock?q=aapl.us", &john).await;
+    let r = server.get_auth("/stock?q=aapl.us", &john).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["quote"], 189.79);
-    let r = get(&server, "/stock?q=appl.us", &john).await;
+    let r = server.get_auth("/stock?q=appl.us", &john).await;
     assert_eq!(r.status(), 404, "errors travel over RPC");
 
     quote_service.kill();
     let started = Instant::now();
-    let status = get(&server, "/stock?q=aapl.us", &john)
+    let status = server
+        .get_auth("/stock?q=aapl.us", &john)
         .await
         .status()
         .as_u16();
@@ -298,7 +305,7 @@ async fn split_deployment_over_rabbitmq() {
         Server::start_role("quote-service", &quote_service_env(&queue, &upstream.url())).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let r = get(&server, "/stock?q=msft.us", &john).await;
+        let r = server.get_auth("/stock?q=msft.us", &john).await;
         if r.status() == 200 {
             assert_eq!(r.json::<Value>().await.unwrap()["symbol"], "MSFT.US");
             break;
@@ -310,7 +317,7 @@ async fn split_deployment_over_rabbitmq() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let history: Value = get(&server, "/history", &john).await.json().await.unwrap();
+    let history: Value = server.get_auth_json("/history", &john).await;
     assert_eq!(
         history.as_array().unwrap().len(),
         2,

@@ -60,45 +60,108 @@ pub struct Credentials {
 enum Key {
     Username,
     Id,
+    /// The hash of one of the user's unrevoked API keys.
+    ApiKeyHash,
+}
+
+const INSERT_KEY: &str =
+    "INSERT INTO api_keys (key_hash, user_id, prefix, created_at) VALUES ($1, $2, $3, $4)";
+
+/// A key hash collision means a duplicated key, which 256 random bits make practically impossible.
+fn key_taken(e: sqlx::Error) -> StoreError {
+    StoreError::from_insert(e, "API key already exists")
 }
 
 const COLUMNS: &str = "id, username, email, role, active, password_hash";
 
+/// An API key as stored: its hash and a short prefix, never the key itself (hashing happens
+/// above this layer, like password hashing).
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// Hex SHA-256 of the key.
+    pub hash: String,
+    /// The first characters of the key, to recognise it in a list.
+    pub prefix: String,
+}
+
 impl Store {
     /// Creates a user; `Conflict` when the username or (case-insensitively) the email is taken.
     pub async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
+        self.insert_user(new, None).await
+    }
+
+    /// Creates a user together with an API key, in one transaction: both or neither.
+    /// `Conflict` when the username or (case-insensitively) the email is taken.
+    pub async fn register_user(&self, new: &NewUser, key: &NewApiKey) -> Result<User, StoreError> {
+        self.insert_user(new, Some(key)).await
+    }
+
+    async fn insert_user(
+        &self,
+        new: &NewUser,
+        key: Option<&NewApiKey>,
+    ) -> Result<User, StoreError> {
         let id = Uuid::new_v4();
+        let now = Utc::now();
+        let taken = |e| StoreError::from_insert(e, "username or email already taken");
         let sql = "INSERT INTO users (id, username, email, first_name, last_name, password_hash, role, active, created_at) \
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-        let result = match &self.db {
-            Db::Postgres(pool) => sqlx::query(sql)
-                .bind(id)
-                .bind(&new.username)
-                .bind(&new.email)
-                .bind(&new.first_name)
-                .bind(&new.last_name)
-                .bind(&new.password_hash)
-                .bind(new.role.as_str())
-                .bind(true)
-                .bind(Utc::now())
-                .execute(pool)
-                .await
-                .map(|_| ()),
-            Db::Sqlite { write, .. } => sqlx::query(sql)
-                .bind(id.to_string())
-                .bind(&new.username)
-                .bind(&new.email)
-                .bind(&new.first_name)
-                .bind(&new.last_name)
-                .bind(&new.password_hash)
-                .bind(new.role.as_str())
-                .bind(1_i64)
-                .bind(micros(Utc::now()))
-                .execute(write)
-                .await
-                .map(|_| ()),
-        };
-        result.map_err(|e| StoreError::from_insert(e, "username or email already taken"))?;
+        match &self.db {
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(sql)
+                    .bind(id)
+                    .bind(&new.username)
+                    .bind(&new.email)
+                    .bind(&new.first_name)
+                    .bind(&new.last_name)
+                    .bind(&new.password_hash)
+                    .bind(new.role.as_str())
+                    .bind(true)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(taken)?;
+                if let Some(key) = key {
+                    sqlx::query(INSERT_KEY)
+                        .bind(&key.hash)
+                        .bind(id)
+                        .bind(&key.prefix)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(key_taken)?;
+                }
+                tx.commit().await?;
+            }
+            Db::Sqlite { write, .. } => {
+                let mut tx = write.begin().await?;
+                sqlx::query(sql)
+                    .bind(id.to_string())
+                    .bind(&new.username)
+                    .bind(&new.email)
+                    .bind(&new.first_name)
+                    .bind(&new.last_name)
+                    .bind(&new.password_hash)
+                    .bind(new.role.as_str())
+                    .bind(1_i64)
+                    .bind(micros(now))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(taken)?;
+                if let Some(key) = key {
+                    sqlx::query(INSERT_KEY)
+                        .bind(&key.hash)
+                        .bind(id.to_string())
+                        .bind(&key.prefix)
+                        .bind(micros(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(key_taken)?;
+                }
+                tx.commit().await?;
+            }
+        }
         Ok(User {
             id,
             username: new.username.clone(),
@@ -106,6 +169,40 @@ impl Store {
             role: new.role,
             active: true,
         })
+    }
+
+    /// Adds an API key to an existing user (`bourse user token`).
+    pub async fn add_api_key(&self, user_id: Uuid, key: &NewApiKey) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let result = match &self.db {
+            Db::Postgres(pool) => sqlx::query(INSERT_KEY)
+                .bind(&key.hash)
+                .bind(user_id)
+                .bind(&key.prefix)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|_| ()),
+            Db::Sqlite { write, .. } => sqlx::query(INSERT_KEY)
+                .bind(&key.hash)
+                .bind(user_id.to_string())
+                .bind(&key.prefix)
+                .bind(micros(now))
+                .execute(write)
+                .await
+                .map(|_| ()),
+        };
+        result.map_err(key_taken)?;
+        Ok(())
+    }
+
+    /// The user owning the API key with this hash, if the key exists and is not revoked.
+    /// Inactive users are returned too (with `active` false): refusing them is the caller's rule.
+    pub async fn user_by_api_key(&self, key_hash: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .credentials_where(Key::ApiKeyHash, key_hash)
+            .await?
+            .map(|c| c.user))
     }
 
     pub async fn credentials_by_username(
@@ -132,6 +229,9 @@ impl Store {
                 let condition = match key {
                     Key::Username => "username = $1",
                     Key::Id => "id = $1::uuid",
+                    Key::ApiKeyHash => {
+                        "id = (SELECT user_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL)"
+                    }
                 };
                 let sql = format!("SELECT {COLUMNS} FROM users WHERE {condition}");
                 let Some(r) = sqlx::query(&sql).bind(value).fetch_optional(pool).await? else {
@@ -152,6 +252,9 @@ impl Store {
                 let condition = match key {
                     Key::Username => "username = ?",
                     Key::Id => "id = ?",
+                    Key::ApiKeyHash => {
+                        "id = (SELECT user_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL)"
+                    }
                 };
                 let sql = format!("SELECT {COLUMNS} FROM users WHERE {condition}");
                 let Some(r) = sqlx::query(&sql).bind(value).fetch_optional(read).await? else {

@@ -3,8 +3,10 @@
 pub mod ops;
 pub mod orders;
 pub mod quotes;
+pub mod register;
 pub mod series;
 pub mod stocks;
+pub mod symbol;
 
 use crate::{ApiContext, ApiError};
 use axum::Router;
@@ -16,6 +18,8 @@ pub fn router() -> Router<ApiContext> {
         .merge(quotes::router())
         .merge(series::router())
         .merge(orders::router())
+        .merge(register::router())
+        .merge(symbol::router())
 }
 
 pub async fn not_found() -> ApiError {

@@ -34,7 +34,7 @@ pub struct LoginBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct TokenView {
-    token: String,
+    pub(crate) token: String,
 }
 
 /// Exchanges a username and password for a JWT valid for 60 minutes.

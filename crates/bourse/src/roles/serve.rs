@@ -10,13 +10,17 @@ use super::{connect, redact, shutdown_signal};
 use crate::config::Config;
 use crate::telemetry;
 use anyhow::Context;
+use bourse_api::caller::ClientAddrSource;
 use bourse_api::jwt::JwtKeys;
-use bourse_api::{ApiContext, Readiness, Services};
+use bourse_api::quota::{Quota, QuotaConfig, DAY};
+use bourse_api::request_log::{RequestLog, RequestLogConfig, RequestLogWriter};
+use bourse_api::{ApiContext, Readiness, Services, Traffic};
 use bourse_feed::ingest::{Ingestor, IngestorConfig};
 use bourse_feed::mqtt::{self, MqttConfig, MqttUrl};
 use bourse_feed::streamer::{self, StreamerConfig};
 use bourse_store::users::{NewUser, Role};
 use bourse_store::Store;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -31,8 +35,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     bourse_feed::metrics::describe();
     bourse_api::http_metrics::describe();
     bourse_orders::metrics::describe();
+    bourse_api::quota::describe();
+    bourse_api::request_log::describe();
 
     let jwt = jwt_keys(&config)?;
+    let (traffic, request_log_writer) = traffic(&config)?;
     let quote_client = quotes::client(&config)?;
     let store = connect(&config).await?;
     if config.migrate {
@@ -120,6 +127,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Services {
             jwt,
             quotes: quote_client,
+            traffic,
         },
     );
     // Cached time series of a symbol are dropped when one of its ticks commits here.
@@ -142,8 +150,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown_signal().await;
         signal.cancel();
     });
-    let server = axum::serve(listener, bourse_api::app(ctx))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    // The peer address is what anonymous callers are counted by (unless a proxy header is set).
+    let app = bourse_api::app(ctx).into_make_service_with_connect_info::<SocketAddr>();
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = server.await;
     shutdown.cancel();
 
@@ -161,9 +171,72 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(mut tasks) = relay_tasks {
         while tasks.join_next().await.is_some() {}
     }
+    // The request log writer ends once the last request's line is written.
+    if let Some(writer) = request_log_writer {
+        let finished = tokio::task::spawn_blocking(move || writer.finish());
+        if tokio::time::timeout(Duration::from_secs(5), finished)
+            .await
+            .is_err()
+        {
+            warn!("the request log writer did not finish within 5 s");
+        }
+    }
     store.close().await;
     info!("bourse serve stopped");
     served.context("HTTP server failed")
+}
+
+/// Quotas, the request log and the client address source, from the configuration; the request
+/// log's writer is returned to be finished at shutdown.
+fn traffic(config: &Config) -> anyhow::Result<(Traffic, Option<RequestLogWriter>)> {
+    let client_addr = match &config.trusted_proxy_header {
+        Some(header) => ClientAddrSource::header(header).with_context(|| {
+            format!("BOURSE_TRUSTED_PROXY_HEADER {header:?} is not a header name")
+        })?,
+        None => ClientAddrSource::socket(),
+    };
+    let quota = Quota::new(&QuotaConfig {
+        anonymous: config.quota_anon_per_day,
+        user: config.quota_user_per_day,
+        window: DAY,
+        redis_url: config.redis_url.clone(),
+        redis_prefix: config.quota_redis_prefix.clone(),
+    })
+    .context("invalid BOURSE_REDIS_URL")?;
+    match &quota {
+        Some(quota) => info!(
+            anonymous = config.quota_anon_per_day,
+            user = config.quota_user_per_day,
+            counters = quota.backend_name(),
+            redis = %config.redis_url.as_deref().map(redact).unwrap_or_default(),
+            client_address = client_addr.trusted_header().map_or("socket", |h| h.as_str()),
+            "quotas per rolling day (0 = unlimited)"
+        ),
+        None => {
+            info!("quotas are off (BOURSE_QUOTA_ANON_PER_DAY and BOURSE_QUOTA_USER_PER_DAY are 0)")
+        }
+    }
+    let (request_log, writer) = match config.request_log.trim() {
+        "" => (None, None),
+        path => {
+            let (log, writer) = RequestLog::start(RequestLogConfig {
+                max_bytes: config.request_log_max_bytes,
+                keep: config.request_log_keep,
+                ..RequestLogConfig::new(path)
+            })
+            .with_context(|| format!("cannot open the request log {path}"))?;
+            info!(path, "request log");
+            (Some(log), Some(writer))
+        }
+    };
+    Ok((
+        Traffic {
+            client_addr,
+            quota,
+            request_log,
+        },
+        writer,
+    ))
 }
 
 /// The JWT secret must be set outside the embedded default; there, a random one is generated

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub const MQTT_URL: &str = "mqtt://127.0.0.1:1883";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// The JWT secret every spawned server uses, so tests can forge expired or foreign tokens.
 pub const JWT_SECRET: &str = "test-secret-0123456789abcdef";
 
@@ -97,6 +98,10 @@ impl Server {
             ("BOURSE_DEMO".into(), "false".into()),
             ("BOURSE_MQTT_CLIENT_ID".into(), spec.client_id.clone()),
             ("BOURSE_JWT_SECRET".into(), JWT_SECRET.into()),
+            // Quotas and the request log are off unless a test turns them on (`.env(..)` wins).
+            ("BOURSE_QUOTA_ANON_PER_DAY".into(), "0".into()),
+            ("BOURSE_QUOTA_USER_PER_DAY".into(), "0".into()),
+            ("BOURSE_REQUEST_LOG".into(), String::new()),
         ];
         if let Some(topic) = &spec.topic {
             env.push(("BOURSE_MQTT_URL".into(), MQTT_URL.into()));
@@ -156,6 +161,60 @@ impl Server {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// GET with an `Authorization` header.
+    pub async fn get_auth(&self, path: &str, auth: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .header("authorization", auth)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    /// The JSON body of a GET with an `Authorization` header, whatever its status.
+    pub async fn get_auth_json(&self, path: &str, auth: &str) -> serde_json::Value {
+        self.get_auth(path, auth)
+            .await
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST JSON")
+    }
+
+    /// POST an `application/x-www-form-urlencoded` form.
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .form(fields)
+            .send()
+            .await
+            .expect("POST form")
+    }
+
+    /// POST a body as is, with its content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &'static str,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST")
     }
 
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
@@ -258,6 +317,42 @@ pub fn import(database_url: &str, args: &[&str]) -> Output {
         .env("BOURSE_LOG", "warn")
         .output()
         .expect("run bourse import")
+}
+
+/// Issues an API key with the real CLI (`bourse user token`).
+pub fn issue_token(database_url: &str, username: &str) -> String {
+    let out = Command::new(bin())
+        .args(["user", "token", "--username", username])
+        .env("BOURSE_DATABASE_URL", database_url)
+        .env("BOURSE_LOG", "warn")
+        .output()
+        .expect("run bourse user token");
+    assert!(
+        out.status.success(),
+        "user token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8 key")
+        .trim()
+        .to_string()
+}
+
+/// Registers through `POST /register` (JSON) and returns the API key.
+pub async fn register(server: &Server, email: &str) -> String {
+    let r = server
+        .post_json(
+            "/register",
+            &serde_json::json!({"name": "Dave", "last_name": "Mustaine", "email": email}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "register {email}");
+    let body: serde_json::Value = r.json().await.expect("JSON body");
+    body["token"].as_str().expect("a token").to_string()
+}
+
+pub fn token(key: &str) -> String {
+    format!("Token {key}")
 }
 
 /// Publishes payloads with QoS 1 and returns once the broker acknowledged all of them.

@@ -1,0 +1,389 @@
+//! Per-day quotas (seed 004): anonymous callers per client address, authenticated callers per
+//! user, over a rolling day, enforced by the tower layer [`QuotaLayer`].
+//!
+//! - [`window`]: the sliding-log rule and the header arithmetic (pure).
+//! - [`memory`]: logs in this process (one replica), [`redis`]: logs in Redis (any number of
+//!   replicas, one atomic round trip per request).
+//!
+//! Every tracked request counts, whatever its answer (a 401 counts against the address);
+//! health, readiness, metrics, docs and the live stream are not tracked
+//! ([`crate::caller::is_untracked`]). Counted responses carry `RateLimit-Limit`,
+//! `RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`; a refused request gets 429
+//! with `Retry-After` and SPEC's body.
+//!
+//! When Redis does not answer (within [`redis::RESPONSE_TIMEOUT`]), the replica's own memory
+//! counter decides (logged, and counted in `bourse_quota_backend_errors_total`): quotas stay in
+//! force, per replica, instead of either refusing everyone or letting everyone through. After a
+//! failure, requests go straight to the memory counter and one request per
+//! [`REDIS_RETRY`] probes Redis, so an outage costs no request more than one timeout.
+
+mod layer;
+pub mod memory;
+pub mod redis;
+pub mod window;
+
+pub use layer::{QuotaLayer, QuotaService};
+
+use crate::caller::{address_key, Caller};
+use memory::MemoryCounter;
+use redis::RedisCounter;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+use window::Decision;
+
+/// Requests refused with 429, by `caller` (`anonymous` or `user`).
+pub const REJECTIONS: &str = "bourse_quota_rejections_total";
+/// Quota checks that Redis failed to answer (the replica's memory counter decided instead).
+pub const BACKEND_ERRORS: &str = "bourse_quota_backend_errors_total";
+
+/// SPEC's window: a rolling day.
+pub const DAY: Duration = Duration::from_secs(86_400);
+
+/// Describes the quota metrics and registers their series at zero.
+pub fn describe() {
+    metrics::describe_counter!(
+        REJECTIONS,
+        metrics::Unit::Count,
+        "Requests refused with 429 because a per-day quota was used up, by caller kind (anonymous: per client address; user: per user)."
+    );
+    metrics::describe_counter!(
+        BACKEND_ERRORS,
+        metrics::Unit::Count,
+        "Quota checks decided by the replica's own counter because Redis failed or is being given time to recover."
+    );
+    for caller in ["anonymous", "user"] {
+        metrics::counter!(REJECTIONS, "caller" => caller).increment(0);
+    }
+    metrics::counter!(BACKEND_ERRORS).increment(0);
+}
+
+/// Limits and where the counters live.
+#[derive(Debug, Clone)]
+pub struct QuotaConfig {
+    /// Requests per window per client address; 0 = unlimited.
+    pub anonymous: u64,
+    /// Requests per window per user; 0 = unlimited.
+    pub user: u64,
+    pub window: Duration,
+    /// `redis://…`: counters shared by all replicas; `None`: in this process.
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis keys (`bourse:quota:` by contract; tests use their own).
+    pub redis_prefix: String,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            anonymous: 100,
+            user: 1000,
+            window: DAY,
+            redis_url: None,
+            redis_prefix: "bourse:quota:".into(),
+        }
+    }
+}
+
+/// Whose quota a request spends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// Per client address ([`address_key`]).
+    Anonymous(String),
+    User(Uuid),
+}
+
+impl Subject {
+    /// The caller of a request: the user when the credentials are valid, else the address.
+    pub fn of(caller: &Caller) -> Subject {
+        match caller.user() {
+            Some(user) => Subject::User(user.id),
+            None => Subject::Anonymous(address_key(caller.addr)),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Subject::Anonymous(_) => "anonymous",
+            Subject::User(_) => "user",
+        }
+    }
+}
+
+enum Backend {
+    Memory(MemoryCounter),
+    Redis {
+        redis: RedisCounter,
+        fallback: MemoryCounter,
+        /// False after a failure, until a probe succeeds.
+        healthy: AtomicBool,
+        /// While unhealthy: when (ms since `started`) the next probe may go to Redis.
+        probe_at_ms: AtomicI64,
+    },
+}
+
+/// How often Redis is probed while it is failing.
+pub const REDIS_RETRY: Duration = Duration::from_secs(1);
+
+/// The quota checker the layer consults.
+pub struct Quota {
+    anonymous: u64,
+    user: u64,
+    window_ms: i64,
+    prefix: String,
+    backend: Backend,
+    /// Redis failures are logged at most once per [`WARN_EVERY`].
+    started: Instant,
+    last_warning_ms: AtomicI64,
+}
+
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl std::fmt::Debug for Quota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quota")
+            .field("anonymous", &self.anonymous)
+            .field("user", &self.user)
+            .field("backend", &self.backend_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Quota {
+    /// `Ok(None)` when both limits are 0 (nothing to enforce: no layer at all); an error only for
+    /// a malformed Redis URL.
+    pub fn new(config: &QuotaConfig) -> Result<Option<Quota>, ::redis::RedisError> {
+        if config.anonymous == 0 && config.user == 0 {
+            return Ok(None);
+        }
+        let backend = match &config.redis_url {
+            Some(url) => Backend::Redis {
+                redis: RedisCounter::connect(url)?,
+                fallback: MemoryCounter::new(),
+                healthy: AtomicBool::new(true),
+                probe_at_ms: AtomicI64::new(0),
+            },
+            None => Backend::Memory(MemoryCounter::new()),
+        };
+        Ok(Some(Quota {
+            anonymous: config.anonymous,
+            user: config.user,
+            window_ms: i64::try_from(config.window.as_millis()).unwrap_or(i64::MAX),
+            prefix: config.redis_prefix.clone(),
+            backend,
+            started: Instant::now(),
+            last_warning_ms: AtomicI64::new(i64::MIN),
+        }))
+    }
+
+    /// `memory` or `redis`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Memory(_) => "memory",
+            Backend::Redis { .. } => "redis",
+        }
+    }
+
+    pub fn limit(&self, subject: &Subject) -> u64 {
+        match subject {
+            Subject::Anonymous(_) => self.anonymous,
+            Subject::User(_) => self.user,
+        }
+    }
+
+    /// The counter key of a subject: `<prefix>anon:<address>` or `<prefix>user:<id>`.
+    pub fn key(&self, subject: &Subject) -> String {
+        match subject {
+            Subject::Anonymous(addr) => format!("{}anon:{addr}", self.prefix),
+            Subject::User(id) => format!("{}user:{id}", self.prefix),
+        }
+    }
+
+    /// Counts one request of `subject`; `None` when its kind of caller is unlimited.
+    pub async fn check(&self, subject: &Subject) -> Option<Decision> {
+        let limit = self.limit(subject);
+        if limit == 0 {
+            return None;
+        }
+        let key = self.key(subject);
+        let usage = match &self.backend {
+            Backend::Memory(counter) => counter.attempt(&key, limit, self.window_ms),
+            Backend::Redis {
+                redis,
+                fallback,
+                healthy,
+                probe_at_ms,
+            } => {
+                let now = self.elapsed_ms();
+                let retry = i64::try_from(REDIS_RETRY.as_millis()).unwrap_or(i64::MAX);
+                let ask_redis = healthy.load(Ordering::Acquire) || {
+                    // Unhealthy: one request claims the next probe, the others do not wait.
+                    let due = probe_at_ms.load(Ordering::Acquire);
+                    now >= due
+                        && probe_at_ms
+                            .compare_exchange(due, now + retry, Ordering::AcqRel, Ordering::Acquire)
+                            .is_ok()
+                };
+                let answer = if ask_redis {
+                    match tokio::time::timeout(
+                        redis::RESPONSE_TIMEOUT,
+                        redis.attempt(&key, limit, self.window_ms),
+                    )
+                    .await
+                    {
+                        Ok(Ok(usage)) => Ok(usage),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("no answer in time".to_string()),
+                    }
+                } else {
+                    Err(String::new())
+                };
+                match answer {
+                    Ok(usage) => {
+                        if !healthy.swap(true, Ordering::AcqRel) {
+                            tracing::info!("quota: Redis answers again; counters are shared");
+                        }
+                        usage
+                    }
+                    Err(error) => {
+                        if ask_redis {
+                            probe_at_ms.store(now + retry, Ordering::Release);
+                            healthy.store(false, Ordering::Release);
+                            self.warn(&error);
+                        }
+                        metrics::counter!(BACKEND_ERRORS).increment(1);
+                        fallback.attempt(&key, limit, self.window_ms)
+                    }
+                }
+            }
+        };
+        let decision = Decision::new(limit, self.window_ms, usage);
+        if !decision.admitted {
+            metrics::counter!(REJECTIONS, "caller" => subject.label()).increment(1);
+        }
+        Some(decision)
+    }
+
+    fn elapsed_ms(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn warn(&self, error: &str) {
+        let now = self.elapsed_ms();
+        let last = self.last_warning_ms.load(Ordering::Relaxed);
+        let every = i64::try_from(WARN_EVERY.as_millis()).unwrap_or(i64::MAX);
+        if now.saturating_sub(last) >= every
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(error = %error, "quota: Redis did not answer; this replica's own counters decide meanwhile");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Credential;
+    use bourse_store::users::{Role, User};
+
+    fn config(anonymous: u64, user: u64) -> QuotaConfig {
+        QuotaConfig {
+            anonymous,
+            user,
+            ..QuotaConfig::default()
+        }
+    }
+
+    #[test]
+    fn no_limits_no_quota() {
+        assert!(Quota::new(&config(0, 0)).unwrap().is_none());
+        assert!(Quota::new(&config(1, 0)).unwrap().is_some());
+        let bad = QuotaConfig {
+            redis_url: Some("not a url".into()),
+            ..config(1, 1)
+        };
+        assert!(Quota::new(&bad).is_err());
+    }
+
+    #[test]
+    fn subjects_and_keys() {
+        let quota = Quota::new(&config(100, 1000)).unwrap().unwrap();
+        let user = User {
+            id: Uuid::nil(),
+            username: "u".into(),
+            email: None,
+            role: Role::User,
+            active: true,
+        };
+        let addr = Some("192.0.2.1".parse().unwrap());
+        let valid = Caller {
+            addr,
+            credential: Credential::Valid(user),
+        };
+        let invalid = Caller {
+            addr,
+            credential: Credential::Invalid,
+        };
+        let user_subject = Subject::of(&valid);
+        let anon_subject = Subject::of(&invalid);
+        assert_eq!(user_subject, Subject::User(Uuid::nil()));
+        assert_eq!(anon_subject, Subject::Anonymous("192.0.2.1".into()));
+        assert_eq!(quota.limit(&user_subject), 1000);
+        assert_eq!(quota.limit(&anon_subject), 100);
+        assert_eq!(
+            quota.key(&user_subject),
+            "bourse:quota:user:00000000-0000-0000-0000-000000000000"
+        );
+        assert_eq!(quota.key(&anon_subject), "bourse:quota:anon:192.0.2.1");
+        assert_eq!(quota.backend_name(), "memory");
+    }
+
+    #[tokio::test]
+    async fn an_unlimited_kind_is_not_counted() {
+        let quota = Quota::new(&config(0, 1)).unwrap().unwrap();
+        let anon = Subject::Anonymous("x".into());
+        for _ in 0..3 {
+            assert_eq!(quota.check(&anon).await, None);
+        }
+        let user = Subject::User(Uuid::nil());
+        let first = quota.check(&user).await.unwrap();
+        assert!(first.admitted);
+        assert_eq!((first.limit, first.remaining), (1, 0));
+        assert!(!quota.check(&user).await.unwrap().admitted);
+    }
+
+    #[tokio::test]
+    async fn a_dead_redis_falls_back_to_this_replicas_counter_without_waiting_each_time() {
+        // Nothing listens on port 1 of the loopback address.
+        let quota = Quota::new(&QuotaConfig {
+            redis_url: Some("redis://127.0.0.1:1".into()),
+            ..config(2, 0)
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(quota.backend_name(), "redis");
+        let anon = Subject::Anonymous("192.0.2.9".into());
+        let verdicts: Vec<bool> = [
+            quota.check(&anon).await,
+            quota.check(&anon).await,
+            quota.check(&anon).await,
+        ]
+        .iter()
+        .map(|d| d.is_some_and(|d| d.admitted))
+        .collect();
+        assert_eq!(verdicts, [true, true, false]);
+        // Only the first check asked Redis; the next probe is a second later.
+        let Backend::Redis {
+            healthy,
+            probe_at_ms,
+            ..
+        } = &quota.backend
+        else {
+            panic!("a Redis backend");
+        };
+        assert!(!healthy.load(Ordering::Acquire));
+        assert!(probe_at_ms.load(Ordering::Acquire) > quota.elapsed_ms());
+    }
+}
