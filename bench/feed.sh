@@ -55,9 +55,12 @@ for engine in sqlite postgres; do
   "$BIN" streamer --mqtt-url "$MQTT" --mqtt-topic bench-$engine --addr 127.0.0.1:0 \
     --stocks 100 --rate 10000000 --count "$TICKS" --connections 4 >"$work/pub-$engine.log" 2>&1 &
   pub=$!
-  until [ "$(metric "$base" bourse_ticks_ingested_total)" -ge "$TICKS" ]; do
+  last=-1; stalled_since=$SECONDS
+  until [ "$(( now = $(metric "$base" bourse_ticks_ingested_total) ))" -ge "$TICKS" ]; do
     sleep 0.02
     kill -0 "$serve" || { cat "$work/serve-$engine.log"; exit 1; }
+    if [ "$now" != "$last" ]; then last=$now; stalled_since=$SECONDS; fi
+    [ $((SECONDS - stalled_since)) -lt 15 ] || { echo "ingest stalled at $now of $TICKS ticks ($engine)" >&2; exit 1; }
   done
   end=$(date +%s.%N)
   wait "$pub" || true

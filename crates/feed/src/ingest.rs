@@ -20,8 +20,11 @@ use tracing::{debug, error, warn};
 pub enum Ack {
     /// In-process sources need no acknowledgement.
     None,
+    /// Handed back to the MQTT consumer task, which owns the connection. The ingestor never
+    /// waits on the MQTT client: the client's request queue is drained only while the consumer
+    /// polls the event loop, and the consumer may itself be waiting for the ingestor.
     Mqtt {
-        client: rumqttc::AsyncClient,
+        acks: tokio::sync::mpsc::UnboundedSender<rumqttc::Publish>,
         publish: rumqttc::Publish,
     },
 }
@@ -137,10 +140,11 @@ impl Ingestor {
         };
         let committed_at = Utc::now();
         for d in batch.drain(..) {
-            if let Ack::Mqtt { client, publish } = d.ack {
-                if let Err(e) = client.ack(&publish).await {
-                    // The broker will redeliver; ingest is idempotent on (stock_id, timestamp).
-                    warn!(error = %e, "could not acknowledge an MQTT message");
+            if let Ack::Mqtt { acks, publish } = d.ack {
+                if acks.send(publish).is_err() {
+                    // The connection is gone; the broker redelivers, and ingest is idempotent
+                    // on (stock_id, timestamp).
+                    debug!("MQTT consumer stopped before an acknowledgement");
                 }
             }
         }

@@ -25,6 +25,9 @@ pub struct SimStock {
     pub name: String,
     price: f64,
     availability: i64,
+    /// Timestamps of one stock strictly increase, so no two ticks collide on the store's
+    /// `(stock_id, timestamp)` key (which would make the second a duplicate).
+    last: Option<DateTime<Utc>>,
 }
 
 pub struct Market {
@@ -49,6 +52,7 @@ impl Market {
                     name: (*name).to_string(),
                     price: *price,
                     availability: rng.gen_range(20..200),
+                    last: None,
                 },
                 None => {
                     let name = format!("STK{:03}", i + 1);
@@ -60,6 +64,7 @@ impl Market {
                         name,
                         price: rng.gen_range(5.0..200.0),
                         availability: rng.gen_range(20..200),
+                        last: None,
                     }
                 }
             })
@@ -72,6 +77,19 @@ impl Market {
             step,
             next: 0,
         }
+    }
+
+    /// The share of a `count`-stock market that publisher `part` of `parts` owns: every stock
+    /// belongs to exactly one publisher, so parallel publishers never walk the same stock twice.
+    pub fn part(count: usize, seed: Option<u64>, part: usize, parts: usize) -> Market {
+        let mut market = Market::new(count, seed);
+        let parts = parts.max(1);
+        let mut index = 0;
+        market.stocks.retain(|_| {
+            index += 1;
+            (index - 1) % parts == part
+        });
+        market
     }
 
     pub fn stocks(&self) -> &[SimStock] {
@@ -88,6 +106,11 @@ impl Market {
         let z: f64 = self.step.sample(&mut self.rng);
         s.price = (s.price * z.exp()).max(0.01);
         s.availability = (s.availability + self.rng.gen_range(-3..=3)).clamp(0, 1000);
+        let now = match s.last {
+            Some(last) if now <= last => last + chrono::TimeDelta::microseconds(1),
+            _ => now,
+        };
+        s.last = Some(now);
         let price = Decimal::from_f64(s.price)
             .map(|d| d.round_dp(2))
             .and_then(|d| d.to_f64())
@@ -137,6 +160,30 @@ mod tests {
             max_step < Decimal::new(5, 2),
             "a random walk, not noise: step {max_step} at {first}"
         );
+    }
+
+    #[test]
+    fn timestamps_of_a_stock_strictly_increase() {
+        let mut m = Market::new(1, Some(3));
+        let now = Utc::now();
+        let stamps: Vec<_> = (0..3)
+            .map(|_| Tick::parse(&m.next_message(now), now).unwrap().timestamp)
+            .collect();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+    }
+
+    #[test]
+    fn parts_split_the_stocks() {
+        let all = Market::new(10, Some(1));
+        let ids = |m: &Market| m.stocks().iter().map(|s| s.stock_id).collect::<Vec<_>>();
+        let mut joined: Vec<_> = (0..3)
+            .flat_map(|p| ids(&Market::part(10, Some(1), p, 3)))
+            .collect();
+        assert_eq!(Market::part(10, Some(1), 0, 3).stocks().len(), 4);
+        joined.sort();
+        let mut expected = ids(&all);
+        expected.sort();
+        assert_eq!(joined, expected);
     }
 
     #[test]

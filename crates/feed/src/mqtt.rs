@@ -7,7 +7,8 @@
 
 use crate::ingest::{Ack, Delivery};
 use chrono::Utc;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +91,13 @@ impl MqttConfig {
 /// true while the broker has acknowledged our subscription. On shutdown it stops handing over
 /// new messages, keeps the connection up until the ingestor has acknowledged what it holds
 /// (`ingestor_done`), then disconnects cleanly.
+///
+/// This task never waits on the ingestor while the event loop needs polling, and the ingestor
+/// never waits on this task: acknowledgements come back over an unbounded channel and are queued
+/// to the client without blocking. (Waiting in both directions deadlocks under a burst: the
+/// ingestor blocks on a full client request queue that only the event loop drains, while the
+/// event loop blocks on a full ingestor queue.) When the ingestor's queue is full, the one held
+/// message waits and the network is not read, so memory stays bounded by that queue.
 pub async fn consume(
     config: MqttConfig,
     tx: mpsc::Sender<Delivery>,
@@ -106,22 +114,42 @@ pub async fn consume(
     let source = format!("mqtt:{}", config.topic);
     let mut backoff = Duration::from_millis(200);
     let mut tx = Some(tx);
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Publish>();
+    let mut acks = PendingAcks::default();
+    // A message the ingestor's full queue could not take yet.
+    let mut held: Option<Delivery> = None;
     info!(subscription, client_id = %config.client_id, host = %config.url.host, port = config.url.port, "connecting to MQTT");
     loop {
+        acks.flush(&client);
         let event = tokio::select! {
             _ = shutdown.cancelled(), if tx.is_some() => {
                 // Stop feeding the ingestor; what it holds is committed and acknowledged below.
+                // A held message stays unacknowledged and is redelivered later.
                 tx = None;
+                held = None;
                 continue;
             }
             _ = ingestor_done.cancelled(), if tx.is_none() => break,
-            event = eventloop.poll() => event,
+            Some(publish) = ack_rx.recv() => {
+                acks.push(publish);
+                continue;
+            }
+            permit = reserve(tx.clone().filter(|_| held.is_some())), if held.is_some() => {
+                match (permit, held.take()) {
+                    (Some(permit), Some(delivery)) => {
+                        permit.send(delivery);
+                    }
+                    _ => tx = None,
+                }
+                continue;
+            }
+            event = eventloop.poll(), if held.is_none() => event,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = Duration::from_millis(200);
                 info!(session_present = ack.session_present, "MQTT connected");
-                if let Err(e) = client.subscribe(&subscription, QoS::AtLeastOnce).await {
+                if let Err(e) = client.try_subscribe(&subscription, QoS::AtLeastOnce) {
                     warn!(error = %e, "could not queue the MQTT subscription");
                 }
             }
@@ -137,21 +165,25 @@ pub async fn consume(
                 }
                 ready.store(ok, Ordering::Release);
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
+            Ok(Event::Incoming(Packet::Publish(mut publish))) => {
                 let Some(sender) = &tx else {
                     continue; // shutting down: left unacknowledged, redelivered later
                 };
+                // The acknowledgement needs only the packet id and QoS; the payload moves on.
+                let payload = std::mem::take(&mut publish.payload).to_vec();
                 let delivery = Delivery {
-                    payload: publish.payload.to_vec(),
+                    payload,
                     received_at: Utc::now(),
                     source: source.clone(),
                     ack: Ack::Mqtt {
-                        client: client.clone(),
+                        acks: ack_tx.clone(),
                         publish,
                     },
                 };
-                if sender.send(delivery).await.is_err() {
-                    tx = None;
+                match sender.try_send(delivery) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(delivery)) => held = Some(delivery),
+                    Err(mpsc::error::TrySendError::Closed(_)) => tx = None,
                 }
             }
             Ok(_) => {}
@@ -171,18 +203,55 @@ pub async fn consume(
         }
     }
     ready.store(false, Ordering::Release);
-    disconnect(&client, &mut eventloop).await;
+    while let Ok(publish) = ack_rx.try_recv() {
+        acks.push(publish);
+    }
+    disconnect(&client, &mut eventloop, &mut acks).await;
 }
 
-/// Sends DISCONNECT and polls until it is written (or a short deadline passes), so that pending
-/// acknowledgements go out before the socket closes.
-async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
-    if client.disconnect().await.is_err() {
-        return;
+/// A slot in the ingestor's queue, or `None` once it is closed (or we stopped feeding it).
+async fn reserve(tx: Option<mpsc::Sender<Delivery>>) -> Option<mpsc::OwnedPermit<Delivery>> {
+    tx?.reserve_owned().await.ok()
+}
+
+/// Acknowledgements not yet taken by the client's request queue (it is bounded and drained by
+/// the event loop; the backlog here is bounded by the messages the ingestor has been given).
+#[derive(Default)]
+struct PendingAcks(VecDeque<Publish>);
+
+impl PendingAcks {
+    fn push(&mut self, publish: Publish) {
+        self.0.push_back(publish);
     }
+
+    fn flush(&mut self, client: &AsyncClient) {
+        while let Some(publish) = self.0.front() {
+            match client.try_ack(publish) {
+                Ok(()) => {
+                    self.0.pop_front();
+                }
+                // The queue is full (the event loop, which we own, never goes away first):
+                // the rest wait for the next poll to make room.
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Writes the pending acknowledgements, then DISCONNECT, polling until it is written (or a short
+/// deadline passes), so that acknowledgements go out before the socket closes.
+async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop, acks: &mut PendingAcks) {
     let deadline = tokio::time::sleep(Duration::from_secs(2));
     tokio::pin!(deadline);
+    let mut disconnecting = false;
     loop {
+        acks.flush(client);
+        if acks.0.is_empty() && !disconnecting {
+            if client.try_disconnect().is_err() {
+                return;
+            }
+            disconnecting = true;
+        }
         tokio::select! {
             _ = &mut deadline => break,
             ev = eventloop.poll() => match ev {

@@ -20,6 +20,9 @@ pub struct StreamerConfig {
     pub rate: f64,
     /// Stop after this many ticks (for benchmarks); `None` runs until shut down.
     pub count: Option<u64>,
+    /// This publisher's share of the stocks (`part` of `parts`), when several publish in parallel.
+    pub part: usize,
+    pub parts: usize,
 }
 
 /// Number of ticks published so far, for progress reports.
@@ -105,7 +108,7 @@ pub async fn run_mqtt(
             }
         })
     };
-    let mut market = Market::new(config.stocks, None);
+    let mut market = Market::part(config.stocks, None, config.part, config.parts);
     // Rates above what a timer can pace one by one are sent in small bursts per millisecond.
     let per_ms = (config.rate / 1000.0).max(0.0);
     let (interval, burst) = if per_ms > 1.0 {

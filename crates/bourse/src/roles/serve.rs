@@ -94,6 +94,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     stocks: config.feed_stocks.max(1),
                     rate: config.feed_rate,
                     count: None,
+                    part: 0,
+                    parts: 1,
                 },
                 tx,
                 shutdown.clone(),

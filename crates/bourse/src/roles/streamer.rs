@@ -66,7 +66,8 @@ pub async fn run(config: Config, opts: Options) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, addr, "streamer health endpoint not started"),
     }
 
-    let connections = opts.connections.max(1);
+    // Each connection publishes its own share of the stocks, so there are never more of them.
+    let connections = opts.connections.clamp(1, opts.stocks.max(1));
     let published = Published::default();
     let started = Instant::now();
     info!(stocks = opts.stocks, rate = opts.rate, connections, topic = %config.mqtt_topic, "streamer publishing");
@@ -81,6 +82,8 @@ pub async fn run(config: Config, opts: Options) -> anyhow::Result<()> {
                 stocks: opts.stocks,
                 rate: opts.rate / connections as f64,
                 count,
+                part: i,
+                parts: connections,
             },
             url.clone(),
             config.mqtt_topic.clone(),
