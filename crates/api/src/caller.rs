@@ -17,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bourse_store::users::User;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 /// How the request log names a caller without valid credentials (the seed's Django name).
 pub const ANONYMOUS: &str = "AnonymousUser";
@@ -153,7 +154,7 @@ pub fn request_path(req: &Request) -> &str {
 }
 
 /// Middleware: puts the request's [`Caller`] in its extensions (tracked paths only).
-pub async fn identify(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
+pub async fn identify(State(ctx): State<Arc<ApiContext>>, req: Request, next: Next) -> Response {
     if is_untracked(request_path(&req)) {
         return next.run(req).await;
     }

@@ -57,8 +57,9 @@ pub fn app(ctx: ApiContext) -> Router {
         ));
     }
     if ctx.quota.is_some() || ctx.request_log.is_some() {
+        // Behind an `Arc`: the middleware's state is cloned for every request.
         router = router.layer(axum::middleware::from_fn_with_state(
-            ctx.clone(),
+            std::sync::Arc::new(ctx.clone()),
             caller::identify,
         ));
     }

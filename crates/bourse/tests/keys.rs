@@ -200,6 +200,15 @@ async fn register_and_use_api_keys(engine: Engine) {
         assert!(stored.contains(&sha256_hex(key)), "hash of {key} stored");
         assert!(!stored.contains(key), "{key} stored in clear");
     }
+    // The docs describe both routes and the Token scheme.
+    let doc = server.get_json("/openapi.json").await;
+    for path in ["/register", "/symbol/{symbol}"] {
+        assert!(doc["paths"][path].is_object(), "{path} documented");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["token"]["name"],
+        "Authorization"
+    );
     // A key registered via the helper works at once too.
     let other = register(&server, "other@example.com").await;
     assert_eq!(symbol_status(&server, &token(&other)).await, 200);

@@ -112,7 +112,7 @@ impl Subject {
 enum Backend {
     Memory(MemoryCounter),
     Redis {
-        redis: RedisCounter,
+        redis: Box<RedisCounter>,
         fallback: MemoryCounter,
         /// False after a failure, until a probe succeeds.
         healthy: AtomicBool,
@@ -157,7 +157,7 @@ impl Quota {
         }
         let backend = match &config.redis_url {
             Some(url) => Backend::Redis {
-                redis: RedisCounter::connect(url)?,
+                redis: Box::new(RedisCounter::connect(url)?),
                 fallback: MemoryCounter::new(),
                 healthy: AtomicBool::new(true),
                 probe_at_ms: AtomicI64::new(0),

@@ -7,9 +7,10 @@
 //! key never holds more than `limit` members (rejected requests are not recorded).
 
 use super::window::Usage;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, RedisError, Script};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// KEYS[1]: the caller's set. ARGV: limit, window (ms), a member unique to this request.
@@ -43,8 +44,12 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 const CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub struct RedisCounter {
-    /// A multiplexed connection that reconnects by itself; concurrent checks are pipelined.
-    conn: ConnectionManager,
+    client: Client,
+    config: AsyncConnectionConfig,
+    /// One multiplexed connection (concurrent checks are pipelined on it); dropped after an
+    /// error and opened again by the next check (which `Quota` lets through once a second while
+    /// Redis fails).
+    conn: Mutex<Option<MultiplexedConnection>>,
     script: Script,
     /// Members are `<nonce>-<sequence>`: unique within this process by the sequence, across
     /// processes by the random nonce.
@@ -59,20 +64,18 @@ impl std::fmt::Debug for RedisCounter {
 }
 
 impl RedisCounter {
-    /// Prepares the connection to `url` (`redis://[user:pw@]host[:port][/db]`) without waiting
-    /// for it: a Redis that is down at start-up must not keep the API from starting. Fails only
-    /// on a malformed URL.
+    /// Prepares the connection to `url` (`redis://[user:pw@]host[:port][/db]`) without opening
+    /// it (the first check does): a Redis that is down at start-up must not keep the API from
+    /// starting. Fails only on a malformed URL.
     pub fn connect(url: &str) -> Result<Self, RedisError> {
         let client = Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
+        let config = AsyncConnectionConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-            // Fail fast: while Redis is away the quota falls back (see `Quota::check`) and
-            // probes again later, instead of every request waiting for reconnection attempts.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT));
         Ok(Self {
-            conn: ConnectionManager::new_lazy_with_config(client, config)?,
+            client,
+            config,
+            conn: Mutex::new(None),
             script: Script::new(SCRIPT),
             nonce: rand::random(),
             sequence: AtomicU64::new(0),
@@ -91,15 +94,39 @@ impl RedisCounter {
             self.nonce,
             self.sequence.fetch_add(1, Ordering::Relaxed)
         );
-        let mut conn = self.conn.clone();
-        let (admitted, used, release, now): (i64, i64, i64, i64) = self
+        let current = self
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut conn = match current {
+            Some(conn) => conn,
+            None => {
+                let conn = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await?;
+                *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+                conn
+            }
+        };
+        let answer: Result<(i64, i64, i64, i64), RedisError> = self
             .script
             .key(key)
             .arg(limit)
             .arg(window_ms)
             .arg(member)
             .invoke_async(&mut conn)
-            .await?;
+            .await;
+        let (admitted, used, release, now) = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                if e.is_unrecoverable_error() || e.is_timeout() {
+                    *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                }
+                return Err(e);
+            }
+        };
         Ok(Usage {
             admitted: admitted == 1,
             used: u64::try_from(used).unwrap_or(0),
