@@ -8,7 +8,7 @@ mod telemetry;
 use clap::{Args, Parser, Subcommand};
 use config::Config;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
@@ -250,32 +250,34 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Every role starts the same way: layered configuration, then logging as it says.
+fn configure(file: Option<&Path>, flags: &impl Serialize) -> anyhow::Result<Config> {
+    let config = Config::load(file, flags)?;
+    telemetry::init_logging(&config);
+    Ok(config)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let file = cli.config.as_deref();
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => {
-            let config = Config::load(file, &args)?;
-            telemetry::init_logging(&config);
+            let config = configure(file, &args)?;
             roles::serve::run(config).await
         }
         Command::QuoteService(args) => {
-            let config = Config::load(file, &args)?;
-            telemetry::init_logging(&config);
+            let config = configure(file, &args)?;
             roles::quote_service::run(config).await
         }
         Command::Relay(args) => {
-            let config = Config::load(file, &args)?;
-            telemetry::init_logging(&config);
+            let config = configure(file, &args)?;
             roles::relay::run(config).await
         }
         Command::Exchange(args) => {
-            let config = Config::load(file, &args)?;
-            telemetry::init_logging(&config);
+            let config = configure(file, &args)?;
             roles::exchange::run(config).await
         }
         Command::Streamer(args) => {
-            let config = Config::load(file, &args)?;
-            telemetry::init_logging(&config);
+            let config = configure(file, &args)?;
             roles::streamer::run(
                 config,
                 roles::streamer::Options {
@@ -288,8 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Import(args) => {
-            let config = Config::load(file, &args.db)?;
-            telemetry::init_logging(&config);
+            let config = configure(file, &args.db)?;
             roles::import::run(
                 &config,
                 roles::import::Options {
@@ -302,16 +303,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Migrate(args) => {
-            let config = Config::load(file, &args)?;
-            telemetry::init_logging(&config);
+            let config = configure(file, &args)?;
             let store = roles::connect(&config).await?;
             store.migrate().await?;
             tracing::info!("migrations applied");
             Ok(())
         }
         Command::User(UserCommand::Create(args)) => {
-            let config = Config::load(file, &args.db)?;
-            telemetry::init_logging(&config);
+            let config = configure(file, &args.db)?;
             roles::user::create(
                 &config,
                 &args.username,
@@ -322,8 +321,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::User(UserCommand::Token(args)) => {
-            let config = Config::load(file, &args.db)?;
-            telemetry::init_logging(&config);
+            let config = configure(file, &args.db)?;
             roles::user::token(&config, &args.username).await
         }
     }
