@@ -3,7 +3,7 @@
 //! tests run in parallel without touching each other's (or production's) keys.
 
 use bourse_api::quota::redis::RedisCounter;
-use bourse_api::quota::window::Decision;
+use bourse_api::quota::window::{Decision, Usage};
 use bourse_api::quota::{Quota, QuotaConfig, Subject};
 use redis::AsyncCommands;
 
@@ -23,6 +23,17 @@ async fn admin() -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .unwrap_or_else(|e| panic!("Redis at {} does not answer: {e}", redis_url()))
+}
+
+/// The `used` of the admitted checks, sorted.
+fn admitted_slots(usages: &[Usage]) -> Vec<u64> {
+    let mut used: Vec<u64> = usages
+        .iter()
+        .filter(|u| u.admitted)
+        .map(|u| u.used)
+        .collect();
+    used.sort_unstable();
+    used
 }
 
 async fn redis_now_ms(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
@@ -46,13 +57,11 @@ async fn two_replicas_never_admit_more_than_the_limit() {
         .map(|r| r.expect("Redis answers"))
         .collect();
     assert_eq!(usages.iter().filter(|u| u.admitted).count(), 50);
-    let mut used: Vec<u64> = usages
-        .iter()
-        .filter(|u| u.admitted)
-        .map(|u| u.used)
-        .collect();
-    used.sort_unstable();
-    assert_eq!(used, (1..=50).collect::<Vec<u64>>(), "each slot taken once");
+    assert_eq!(
+        admitted_slots(&usages),
+        (1..=50).collect::<Vec<u64>>(),
+        "each slot taken once"
+    );
     assert!(usages.iter().filter(|u| !u.admitted).all(|u| u.used == 50));
 
     let mut conn = admin().await;
@@ -61,6 +70,62 @@ async fn two_replicas_never_admit_more_than_the_limit() {
     let ttl: i64 = conn.pttl(&key).await.unwrap();
     assert!(ttl > 0 && ttl <= DAY_MS, "the key expires: {ttl}");
     let _: () = conn.del(&key).await.unwrap();
+}
+
+/// Checks that arrive together go in one script call, and get the answers they would get one by
+/// one: on a single-threaded runtime the batch task runs only once every check has queued.
+#[tokio::test(flavor = "current_thread")]
+async fn checks_that_arrive_together_share_one_call_with_the_same_answers() {
+    let hot = unique_key("anon:203.0.113.1");
+    let cold = unique_key("anon:203.0.113.2");
+    let counter = RedisCounter::connect(&redis_url()).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..90 {
+        let key = if i % 3 == 2 { &cold } else { &hot };
+        tasks.push(counter.attempt(key, 50, DAY_MS));
+    }
+    let usages: Vec<_> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("Redis answers"))
+        .collect();
+    assert_eq!(counter.calls(), 1, "one call for 90 checks of two callers");
+    let hot_usages: Vec<_> = (0..90).filter(|i| i % 3 != 2).map(|i| usages[i]).collect();
+    let cold_usages: Vec<_> = (0..90).filter(|i| i % 3 == 2).map(|i| usages[i]).collect();
+    // The hot caller takes the 50 slots one after the other and its 10 others are refused until
+    // the first admission leaves the window: the answers of 60 checks one by one at one instant.
+    let now = hot_usages[0].now_ms;
+    assert!(hot_usages
+        .iter()
+        .chain(&cold_usages)
+        .all(|u| u.now_ms == now && u.release_at_ms == Some(now)));
+    assert_eq!(admitted_slots(&hot_usages), (1..=50).collect::<Vec<u64>>());
+    let refused: Vec<_> = hot_usages.iter().filter(|u| !u.admitted).collect();
+    assert_eq!(refused.len(), 10);
+    assert!(refused.iter().all(|u| u.used == 50));
+    assert_eq!(admitted_slots(&cold_usages), (1..=30).collect::<Vec<u64>>());
+
+    // The next batch continues from there: 20 more for the cold caller, then refusals.
+    let more: Vec<_> =
+        futures::future::join_all((0..25).map(|_| counter.attempt(&cold, 50, DAY_MS)))
+            .await
+            .into_iter()
+            .map(|r| r.expect("Redis answers"))
+            .collect();
+    assert_eq!(counter.calls(), 2);
+    assert_eq!(admitted_slots(&more), (31..=50).collect::<Vec<u64>>());
+    let refused: Vec<_> = more.iter().filter(|u| !u.admitted).collect();
+    assert_eq!(refused.len(), 5);
+    assert!(refused
+        .iter()
+        .all(|u| u.used == 50 && u.release_at_ms == Some(now)));
+
+    let mut conn = admin().await;
+    for (key, members) in [(&hot, 50u64), (&cold, 50)] {
+        let stored: u64 = conn.zcard(key).await.unwrap();
+        assert_eq!(stored, members, "one member per admitted request");
+        let _: () = conn.del(key).await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //!
 //! - [`window`]: the sliding-log rule and the header arithmetic (pure).
 //! - [`memory`]: logs in this process (one replica), [`redis`]: logs in Redis (any number of
-//!   replicas, one atomic round trip per request).
+//!   replicas; atomic; at most one round trip per request, the checks that arrive while a call
+//!   is in flight go together in the next).
 //!
 //! Every tracked request counts, whatever its answer (a 401 counts against the address);
 //! health, readiness, metrics, docs and the live stream are not tracked
@@ -112,7 +113,7 @@ impl Subject {
 enum Backend {
     Memory(MemoryCounter),
     Redis {
-        redis: Box<RedisCounter>,
+        redis: RedisCounter,
         fallback: MemoryCounter,
         /// False after a failure, until a probe succeeds.
         healthy: AtomicBool,
@@ -157,7 +158,7 @@ impl Quota {
         }
         let backend = match &config.redis_url {
             Some(url) => Backend::Redis {
-                redis: Box::new(RedisCounter::connect(url)?),
+                redis: RedisCounter::connect(url)?,
                 fallback: MemoryCounter::new(),
                 healthy: AtomicBool::new(true),
                 probe_at_ms: AtomicI64::new(0),

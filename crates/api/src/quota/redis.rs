@@ -1,6 +1,15 @@
 //! Quota logs in Redis, shared by every API replica: one sorted set per caller (members unique
-//! per request, scores the admission instants in ms), updated by one Lua script, so each request
-//! costs one round trip (`EVALSHA`) and replicas can never both take the last slot.
+//! per request, scores the admission instants in ms), updated by one Lua script, so replicas can
+//! never both take the last slot.
+//!
+//! Requests are *batched* per replica (group commit): while [`IN_FLIGHT`] script calls are in
+//! flight, the checks that arrive wait, and the next call carries all of them at once, several
+//! requests of one caller as one entry with a count. So a check makes at most one round trip of
+//! its own (after waiting at most for a call in flight), and under load a call serves many: Redis's per-call cost (a command
+//! parsed, a script started, a reply written, two system calls on each side) is shared, which is
+//! what made one `EVALSHA` per request cost more than the rest of a cached request. Within the
+//! script each caller's requests are taken in their order of arrival at the same instant, so the
+//! answers are exactly those of the same requests checked one by one.
 //!
 //! The script reads the time from Redis (`TIME`), not from the replica, so replicas whose clocks
 //! disagree still share one window. Keys expire a window after their last admission, and a
@@ -9,52 +18,115 @@
 use super::window::Usage;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, Script};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
-/// KEYS[1]: the caller's set. ARGV: limit, window (ms), a member unique to this request.
-/// Returns `{admitted (0|1), used, release_at (ms, -1 when empty), now (ms)}`; see
+/// KEYS: the callers' sets. ARGV[1]: a prefix unique to this call (members are
+/// `<prefix>-<key index>-<n>`); then for each key `limit, window (ms), requests`.
+/// Returns `{now (ms)}` followed, for each key, by `{used before, admitted, oldest (ms, -1 when
+/// empty), release of the refused (ms, -1 when none were refused or the log is empty)}`; see
 /// [`crate::quota::window`] for the rule, which this mirrors.
 const SCRIPT: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local used = redis.call('ZCARD', KEYS[1])
-local admitted = 0
-if used < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
-  used = used + 1
-  admitted = 1
+local out = {now}
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[3 * i - 1])
+  local window = tonumber(ARGV[3 * i])
+  local n = tonumber(ARGV[3 * i + 1])
+  -- The oldest entry first: only when it has left the window is there anything to prune (the
+  -- common case costs one call less), and it answers the admitted requests' release.
+  local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if head[2] and tonumber(head[2]) <= now - window then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  end
+  local before = 0
+  if head[2] then before = redis.call('ZCARD', key) end
+  local admitted = math.max(0, math.min(n, limit - before))
+  local first = 1
+  while first <= admitted do
+    -- ZADD in slices: unpack() is bounded by Lua's C stack.
+    local last = math.min(admitted, first + 499)
+    local args = {}
+    for m = first, last do
+      args[#args + 1] = now
+      args[#args + 1] = ARGV[1] .. '-' .. i .. '-' .. m
+    end
+    redis.call('ZADD', key, unpack(args))
+    first = last + 1
+  end
+  if admitted > 0 then redis.call('PEXPIRE', key, window) end
+  local used = before + admitted
+  local oldest = -1
+  if head[2] then oldest = tonumber(head[2]) elseif admitted > 0 then oldest = now end
+  local release = -1
+  if admitted < n then
+    local index = math.max(0, used - limit)
+    local entry = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
+    if entry[2] then release = tonumber(entry[2]) end
+  end
+  out[#out + 1] = before
+  out[#out + 1] = admitted
+  out[#out + 1] = oldest
+  out[#out + 1] = release
 end
-local index = used - limit
-if index < 0 then index = 0 end
-local entry = redis.call('ZRANGE', KEYS[1], index, index, 'WITHSCORES')
-local release = -1
-if entry[2] then release = tonumber(entry[2]) end
-return {admitted, used, release, now}
+return out
 ";
 
 /// How long a quota check may wait for Redis before the replica's own counter decides.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 const CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Script calls in flight at once per replica. One would make every check wait for the call
+/// before it; a few keep the latency of one round trip at moderate load, and under heavy load
+/// the checks still pile up into large batches behind them.
+pub const IN_FLIGHT: usize = 4;
+
+/// What a waiting check receives: its usage, or the error that failed its whole batch.
+type Answer = Result<Usage, Arc<RedisError>>;
+
+/// Counts requests in Redis; cheap to clone (the clones share one connection and one batch).
+#[derive(Clone)]
 pub struct RedisCounter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     client: Client,
     config: AsyncConnectionConfig,
-    /// One multiplexed connection (concurrent checks are pipelined on it); dropped after an
-    /// error and opened again by the next check (which `Quota` lets through once a second while
-    /// Redis fails).
+    /// One multiplexed connection; dropped after an error and opened again by the next batch
+    /// (which `Quota` lets through once a second while Redis fails).
     conn: Mutex<Option<MultiplexedConnection>>,
     script: Script,
-    /// Members are `<nonce>-<sequence>`: unique within this process by the sequence, across
-    /// processes by the random nonce.
+    /// Members are `<nonce>.<call>-<key>-<n>`: unique within this process by the call's sequence
+    /// number, across processes by the random nonce.
     nonce: u64,
     sequence: AtomicU64,
+    queue: Mutex<Queue>,
+}
+
+/// The checks waiting for the next call.
+#[derive(Default)]
+struct Queue {
+    /// Tasks sending batches (at most [`IN_FLIGHT`]); each takes whatever waits here when its
+    /// call returns, and stops when nothing does.
+    senders: usize,
+    entries: Vec<Entry>,
+    /// Where each key's entry is in `entries`.
+    index: HashMap<String, usize>,
+}
+
+/// The waiting requests of one caller, oldest first.
+struct Entry {
+    key: String,
+    limit: u64,
+    window_ms: i64,
+    waiters: Vec<oneshot::Sender<Answer>>,
 }
 
 impl std::fmt::Debug for RedisCounter {
@@ -73,27 +145,113 @@ impl RedisCounter {
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECTION_TIMEOUT));
         Ok(Self {
-            client,
-            config,
-            conn: Mutex::new(None),
-            script: Script::new(SCRIPT),
-            nonce: rand::random(),
-            sequence: AtomicU64::new(0),
+            shared: Arc::new(Shared {
+                client,
+                config,
+                conn: Mutex::new(None),
+                script: Script::new(SCRIPT),
+                nonce: rand::random(),
+                sequence: AtomicU64::new(0),
+                queue: Mutex::new(Queue::default()),
+            }),
         })
     }
 
-    /// Counts one request of `key`.
-    pub async fn attempt(
-        &self,
-        key: &str,
-        limit: u64,
-        window_ms: i64,
-    ) -> Result<Usage, RedisError> {
-        let member = format!(
-            "{:x}-{:x}",
-            self.nonce,
-            self.sequence.fetch_add(1, Ordering::Relaxed)
-        );
+    /// Counts one request of `key`: joins the next batch, and starts a task sending batches when
+    /// fewer than [`IN_FLIGHT`] do.
+    pub async fn attempt(&self, key: &str, limit: u64, window_ms: i64) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut queue = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let queue = &mut *queue;
+            match queue.index.get(key).map(|&i| &mut queue.entries[i]) {
+                Some(entry) if entry.limit == limit && entry.window_ms == window_ms => {
+                    entry.waiters.push(tx);
+                }
+                // Checks of one key with another limit or window (never from `Quota`, whose
+                // limits are fixed) go as an entry of their own, checked after the first.
+                found => {
+                    if found.is_none() {
+                        queue.index.insert(key.to_owned(), queue.entries.len());
+                    }
+                    queue.entries.push(Entry {
+                        key: key.to_owned(),
+                        limit,
+                        window_ms,
+                        waiters: vec![tx],
+                    });
+                }
+            }
+            let start = queue.senders < IN_FLIGHT;
+            if start {
+                queue.senders += 1;
+            }
+            start
+        };
+        if start {
+            // A task of its own, not this request's future: a client that hangs up must not
+            // take the batch of the others with it.
+            tokio::spawn(Arc::clone(&self.shared).flush());
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(Arc::new(RedisError::from(std::io::Error::other(
+                "the quota batch was abandoned",
+            ))))
+        })
+    }
+
+    /// Script calls made so far (each carries a batch of checks).
+    pub fn calls(&self) -> u64 {
+        self.shared.sequence.load(Ordering::Relaxed)
+    }
+}
+
+impl Shared {
+    /// Sends batches until none is waiting.
+    async fn flush(self: Arc<Self>) {
+        // Should this task panic, the checks that come next start another instead of waiting.
+        let mut guard = FlushGuard {
+            shared: &self,
+            armed: true,
+        };
+        loop {
+            let mut entries = {
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                if queue.entries.is_empty() {
+                    queue.senders -= 1;
+                    guard.armed = false;
+                    return;
+                }
+                queue.index.clear();
+                std::mem::take(&mut queue.entries)
+            };
+            // Checks that stopped waiting (timed out: their replica's counter decided) are not
+            // counted again here.
+            for entry in &mut entries {
+                entry.waiters.retain(|tx| !tx.is_closed());
+            }
+            entries.retain(|entry| !entry.waiters.is_empty());
+            if entries.is_empty() {
+                continue;
+            }
+            match self.call(&entries).await {
+                Ok(answer) => deliver(entries, &answer),
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for tx in entries.into_iter().flat_map(|entry| entry.waiters) {
+                        let _ = tx.send(Err(Arc::clone(&e)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One script call for `entries`: the raw answer (see [`SCRIPT`]).
+    async fn call(&self, entries: &[Entry]) -> Result<Vec<i64>, RedisError> {
         let current = self
             .conn
             .lock()
@@ -110,28 +268,163 @@ impl RedisCounter {
                 conn
             }
         };
-        let answer: Result<(i64, i64, i64, i64), RedisError> = self
-            .script
-            .key(key)
-            .arg(limit)
-            .arg(window_ms)
-            .arg(member)
-            .invoke_async(&mut conn)
-            .await;
-        let (admitted, used, release, now) = match answer {
-            Ok(answer) => answer,
-            Err(e) => {
-                if e.is_unrecoverable_error() || e.is_timeout() {
-                    *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
-                }
-                return Err(e);
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(format!(
+            "{:x}.{:x}",
+            self.nonce,
+            self.sequence.fetch_add(1, Ordering::Relaxed)
+        ));
+        for entry in entries {
+            invocation
+                .key(&entry.key)
+                .arg(entry.limit)
+                .arg(entry.window_ms)
+                .arg(entry.waiters.len());
+        }
+        let answer: Result<Vec<i64>, RedisError> = invocation.invoke_async(&mut conn).await;
+        if let Err(e) = &answer {
+            if e.is_unrecoverable_error() || e.is_timeout() {
+                *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
             }
+        }
+        answer
+    }
+}
+
+/// Hands each waiting check its usage from the script's answer.
+fn deliver(entries: Vec<Entry>, answer: &[i64]) {
+    let malformed = || {
+        Arc::new(RedisError::from(std::io::Error::other(
+            "the quota script answered in an unexpected shape",
+        )))
+    };
+    let (Some(&now_ms), Some(rest)) = (answer.first(), answer.get(1..)) else {
+        let e = malformed();
+        for tx in entries.into_iter().flat_map(|entry| entry.waiters) {
+            let _ = tx.send(Err(Arc::clone(&e)));
+        }
+        return;
+    };
+    let mut rows = rest.chunks_exact(4);
+    for entry in entries {
+        let Some(&[before, admitted, oldest, release]) = rows.next() else {
+            let e = malformed();
+            for tx in entry.waiters {
+                let _ = tx.send(Err(Arc::clone(&e)));
+            }
+            continue;
         };
-        Ok(Usage {
-            admitted: admitted == 1,
-            used: u64::try_from(used).unwrap_or(0),
-            release_at_ms: (release >= 0).then_some(release),
-            now_ms: now,
-        })
+        let usages = batch_usages(
+            entry.waiters.len(),
+            [before, admitted, oldest, release],
+            now_ms,
+        );
+        for (tx, usage) in entry.waiters.into_iter().zip(usages) {
+            let _ = tx.send(Ok(usage));
+        }
+    }
+}
+
+/// The usages of `n` requests of one caller checked together, in order, from the script's row
+/// `[used before, admitted, oldest, release of the refused]`: the first `admitted` are admitted,
+/// each seeing the log as it was right after its own admission (its `used` one more than the
+/// previous one's, the oldest entry as its release); the others see the full log and the entry
+/// whose expiry lets one more in. Exactly [`crate::quota::window::SlidingLog::attempt`] applied
+/// to each request in turn at one instant.
+pub fn batch_usages(n: usize, row: [i64; 4], now_ms: i64) -> impl Iterator<Item = Usage> {
+    let [before, admitted, oldest, release] = row;
+    let before = u64::try_from(before).unwrap_or(0);
+    let admitted = u64::try_from(admitted).unwrap_or(0);
+    let at = |ms: i64| (ms >= 0).then_some(ms);
+    (0..n as u64).map(move |i| {
+        if i < admitted {
+            Usage {
+                admitted: true,
+                used: before + i + 1,
+                release_at_ms: at(oldest),
+                now_ms,
+            }
+        } else {
+            Usage {
+                admitted: false,
+                used: before + admitted,
+                release_at_ms: at(release),
+                now_ms,
+            }
+        }
+    })
+}
+
+/// Counts a sending task out if it ends without doing so itself (a panic).
+struct FlushGuard<'a> {
+    shared: &'a Shared,
+    armed: bool,
+}
+
+impl Drop for FlushGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .senders -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::window::SlidingLog;
+
+    /// The batch's answers equal those of the same requests checked one by one, whatever the
+    /// log held before and however many came together.
+    #[test]
+    fn a_batch_answers_as_its_requests_one_by_one() {
+        let window = 60_000;
+        for limit in [1u64, 3, 5] {
+            for earlier in 0..=6i64 {
+                for n in 1..=7usize {
+                    // The log before the batch (admitted every second before `now`).
+                    let mut log = SlidingLog::default();
+                    for t in 0..earlier {
+                        log.attempt(t * 1000, window, u64::MAX);
+                    }
+                    let now = 10_000;
+                    let mut expected = Vec::new();
+                    for _ in 0..n {
+                        expected.push(log.attempt(now, window, limit));
+                    }
+                    // What the script computes for this log: its row.
+                    let before = earlier as u64;
+                    let admitted = n.min(limit.saturating_sub(before) as usize) as u64;
+                    let used = before + admitted;
+                    let oldest = if used == 0 {
+                        -1
+                    } else if before > 0 {
+                        0
+                    } else {
+                        now
+                    };
+                    let index = used.saturating_sub(limit) as i64;
+                    let release = if (admitted as usize) < n && (index as u64) < used {
+                        if index < earlier {
+                            index * 1000
+                        } else {
+                            now
+                        }
+                    } else {
+                        -1
+                    };
+                    let row = [before as i64, admitted as i64, oldest, release];
+                    let got: Vec<Usage> = batch_usages(n, row, now).collect();
+                    assert_eq!(
+                        got, expected,
+                        "limit {limit}, {earlier} before, {n} together"
+                    );
+                }
+            }
+        }
     }
 }
