@@ -4,20 +4,34 @@
 
 use super::window::{SlidingLog, Usage};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-/// Every this many attempts, logs that no longer hold a counted request are dropped, so memory
-/// follows the callers of the last window, not every caller ever seen.
+/// Logs that no longer hold a counted request are dropped every this many attempts, or every as
+/// many attempts as there are logs when there are more (a sweep visits every log, so its cost
+/// per attempt stays constant however many callers there are), so memory follows the callers of
+/// the last window, not every caller ever seen.
 const SWEEP_EVERY: u64 = 4096;
+
+/// The logs are spread over this many independently locked maps, so checks of different callers
+/// on different threads rarely wait for each other (one map behind one lock made every check of
+/// the process queue on it).
+const SHARDS: usize = 16;
+
+type Logs = HashMap<String, SlidingLog>;
 
 #[derive(Debug)]
 pub struct MemoryCounter {
     /// Instants are milliseconds since this (a monotonic clock: only differences matter here).
     epoch: Instant,
-    logs: Mutex<HashMap<String, SlidingLog>>,
+    /// Which shard holds a key (fixed per counter).
+    hasher: RandomState,
+    shards: Box<[Mutex<Logs>]>,
     attempts: AtomicU64,
+    /// The attempt that sweeps next (`u64::MAX` while one sweeps).
+    next_sweep: AtomicU64,
 }
 
 impl Default for MemoryCounter {
@@ -30,8 +44,10 @@ impl MemoryCounter {
     pub fn new() -> Self {
         Self {
             epoch: Instant::now(),
-            logs: Mutex::new(HashMap::new()),
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             attempts: AtomicU64::new(0),
+            next_sweep: AtomicU64::new(SWEEP_EVERY),
         }
     }
 
@@ -43,10 +59,18 @@ impl MemoryCounter {
 
     /// Counts one request of `key` at `now_ms` (milliseconds on this counter's clock).
     pub fn attempt_at(&self, key: &str, limit: u64, window_ms: i64, now_ms: i64) -> Usage {
-        let mut logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.attempts.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            logs.retain(|_, log| !log.is_idle(now_ms, window_ms));
+        let attempt = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+        let due = self.next_sweep.load(Ordering::Acquire);
+        if attempt >= due
+            && self
+                .next_sweep
+                .compare_exchange(due, u64::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.sweep(attempt, now_ms, window_ms);
         }
+        let shard = self.hasher.hash_one(key) as usize % SHARDS;
+        let mut logs = lock(&self.shards[shard]);
         if let Some(log) = logs.get_mut(key) {
             return log.attempt(now_ms, window_ms, limit);
         }
@@ -55,13 +79,27 @@ impl MemoryCounter {
             .attempt(now_ms, window_ms, limit)
     }
 
+    /// Drops the idle logs and schedules the next sweep.
+    fn sweep(&self, attempt: u64, now_ms: i64, window_ms: i64) {
+        let mut kept = 0;
+        // One shard locked at a time: the sweep never holds up the whole process.
+        for shard in &self.shards[..] {
+            let mut logs = lock(shard);
+            logs.retain(|_, log| !log.is_idle(now_ms, window_ms));
+            kept += logs.len() as u64;
+        }
+        self.next_sweep
+            .store(attempt + kept.max(SWEEP_EVERY), Ordering::Release);
+    }
+
     /// Callers currently tracked.
     pub fn tracked(&self) -> usize {
-        self.logs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.shards.iter().map(|shard| lock(shard).len()).sum()
     }
+}
+
+fn lock(shard: &Mutex<Logs>) -> MutexGuard<'_, Logs> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -89,6 +127,58 @@ mod tests {
             counter.attempt_at("live", u64::MAX, 1000, 5000);
         }
         assert_eq!(counter.tracked(), 1);
+    }
+
+    #[test]
+    fn sweeps_come_less_often_when_there_are_more_callers_than_the_period() {
+        let counter = MemoryCounter::new();
+        for i in 0..6000 {
+            counter.attempt_at(&format!("k{i}"), 5, 1000, 0);
+        }
+        // The sweep at attempt 4096 kept 4095 live logs, fewer than the period: the next one is
+        // the period later.
+        assert_eq!(counter.next_sweep.load(Ordering::Relaxed), 8192);
+        for _ in 6000..8191 {
+            counter.attempt_at("live", u64::MAX, 1000, 5000);
+        }
+        assert_eq!(counter.tracked(), 6001, "no sweep before attempt 8192");
+        counter.attempt_at("live", u64::MAX, 1000, 5000);
+        assert_eq!(counter.tracked(), 1, "the idle ones are gone");
+        assert_eq!(
+            counter.next_sweep.load(Ordering::Relaxed),
+            8192 + SWEEP_EVERY
+        );
+
+        // Many live callers: the sweep at 8192 keeps 8191, so the next waits 8191 attempts.
+        let busy = MemoryCounter::new();
+        for i in 0..10_000 {
+            busy.attempt_at(&format!("k{i}"), 5, 1000, 0);
+        }
+        assert_eq!(busy.next_sweep.load(Ordering::Relaxed), 8192 + 8191);
+    }
+
+    #[test]
+    fn threads_checking_one_caller_never_admit_more_than_the_limit() {
+        let counter = MemoryCounter::new();
+        let admitted: usize = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..500)
+                            .filter(|_| counter.attempt("hot", 1000, 86_400_000).admitted)
+                            .count()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        assert_eq!(admitted, 1000);
+        // Other callers, in whichever shard, are counted apart.
+        for i in 0..64 {
+            assert!(counter.attempt(&format!("k{i}"), 1, 86_400_000).admitted);
+            assert!(!counter.attempt(&format!("k{i}"), 1, 86_400_000).admitted);
+        }
+        assert_eq!(counter.tracked(), 65);
     }
 
     #[test]
