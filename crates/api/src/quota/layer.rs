@@ -64,18 +64,20 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        // The service that was polled ready handles this request; a fresh clone waits for the
-        // next poll_ready (tower's usual rule for services used across an await).
-        let fresh = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        if is_untracked(request_path(&req)) {
+            return Box::pin(self.inner.call(req));
+        }
+        let subject = subject(&req);
+        // The inner call is made now, on the service that was polled ready, and its future is
+        // polled only once the request is admitted (axum's routes do their work when polled, not
+        // when called). The usual alternative, a clone of the inner service per request for the
+        // future to call later, clones the route's handler state with it, which cost more than
+        // the quota check itself.
+        let admitted = self.inner.call(req);
         let quota = Arc::clone(&self.quota);
         Box::pin(async move {
-            if is_untracked(request_path(&req)) {
-                return inner.call(req).await;
-            }
-            let subject = subject(&req);
             let Some(decision) = quota.check(&subject).await else {
-                return inner.call(req).await;
+                return admitted.await;
             };
             if !decision.admitted {
                 let mut refused = ApiError::Throttled {
@@ -85,7 +87,7 @@ where
                 write_headers(&decision, refused.headers_mut());
                 return Ok(refused);
             }
-            let mut response = inner.call(req).await?;
+            let mut response = admitted.await?;
             write_headers(&decision, response.headers_mut());
             Ok(response)
         })
@@ -144,6 +146,47 @@ mod tests {
             Ok::<_, Infallible>(StatusCode::NO_CONTENT.into_response())
         });
         QuotaLayer::new(Arc::new(quota)).layer(handler)
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_never_reaches_the_handler() {
+        let quota = Quota::new(&QuotaConfig {
+            anonymous: 2,
+            user: 0,
+            ..QuotaConfig::default()
+        })
+        .unwrap()
+        .unwrap();
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&ran);
+        let handler = tower::service_fn(move |_req: Request| {
+            let counted = Arc::clone(&counted);
+            async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, Infallible>(StatusCode::NO_CONTENT.into_response())
+            }
+        });
+        let svc = QuotaLayer::new(Arc::new(quota)).layer(handler);
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            statuses.push(
+                svc.clone()
+                    .oneshot(request("/stocks"))
+                    .await
+                    .unwrap()
+                    .status(),
+            );
+        }
+        assert_eq!(
+            statuses,
+            [
+                StatusCode::NO_CONTENT,
+                StatusCode::NO_CONTENT,
+                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::TOO_MANY_REQUESTS
+            ]
+        );
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     fn request(path: &str) -> Request {
