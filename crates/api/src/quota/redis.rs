@@ -5,11 +5,11 @@
 //! Requests are *batched* per replica (group commit): while [`IN_FLIGHT`] script calls are in
 //! flight, the checks that arrive wait, and the next call carries all of them at once, several
 //! requests of one caller as one entry with a count. So a check makes at most one round trip of
-//! its own (after waiting at most for a call in flight), and under load a call serves many: Redis's per-call cost (a command
-//! parsed, a script started, a reply written, two system calls on each side) is shared, which is
-//! what made one `EVALSHA` per request cost more than the rest of a cached request. Within the
-//! script each caller's requests are taken in their order of arrival at the same instant, so the
-//! answers are exactly those of the same requests checked one by one.
+//! its own (after waiting at most for a call in flight), and under load a call serves many:
+//! the per-call cost (a command parsed, a script started, a reply written, system calls on both
+//! sides), which made one `EVALSHA` per request cost more CPU than the rest of a cached request,
+//! is shared. Within the script each caller's requests are taken in their order of arrival at
+//! one instant, so the answers are exactly those of the same requests checked one by one.
 //!
 //! The script reads the time from Redis (`TIME`), not from the replica, so replicas whose clocks
 //! disagree still share one window. Keys expire a window after their last admission, and a
