@@ -10,6 +10,12 @@ use config::Config;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+/// mimalloc rather than the system allocator: a request allocates and frees many small buffers
+/// across threads (hyper, serde, sqlx, lapin), which glibc's malloc serves with more contention
+/// and fragmentation. See bench/README.md for what it changed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "bourse",
