@@ -56,3 +56,16 @@ metric() { # base_url name -> sum of all series of a counter
 rss_mb() { # pid -> peak resident set in MB
   awk '/VmHWM/ { printf "%.0f\n", $2 / 1024 }' "/proc/$1/status"
 }
+
+cpu_ticks() { # pid... -> user + system CPU ticks used so far by these processes together
+  local total=0 p t
+  for p in "$@"; do
+    t="$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)"
+    total=$((total + t))
+  done
+  echo "$total"
+}
+
+cpu_us_per_request() { # ticks requests -> CPU microseconds per request
+  awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "-" }'
+}

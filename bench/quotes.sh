@@ -22,7 +22,10 @@ pids+=($!)
 "$BIN" user create --username bench --password benchpw >/dev/null
 api_port="$(free_port)"
 BOURSE_HTTP_ADDR="127.0.0.1:$api_port" "$BIN" serve >"$work/serve.log" 2>&1 &
-pids+=($!)
+api=$!
+pids+=("$api")
+rabbit="$(pgrep -o -f beam.smp || true)"
+[ -n "$rabbit" ] || { echo "RabbitMQ (beam.smp) is not running" >&2; exit 1; }
 wait_http "http://127.0.0.1:$api_port/readyz"
 auth="Authorization: Basic $(printf bench:benchpw | base64)"
 
@@ -43,20 +46,29 @@ request = function()
   return wrk.format("GET", "/stock?q=" .. symbols[(i % 3) + 1])
 end
 LUA
+  # CPU of each part, to see where a request's cost goes (PostgreSQL: all its processes).
+  local parts=("$api" "$qs" "$rabbit" "$(pgrep -d ' ' -x postgres)") before=() after=() i requests
+  for i in "${!parts[@]}"; do before[i]="$(cpu_ticks ${parts[i]})"; done
   wrk -t2 -c64 -d"${SECS}s" --latency -H "$auth" -s "$work/symbols.lua" "http://127.0.0.1:$api_port" >"$work/wrk-$1.txt"
+  for i in "${!parts[@]}"; do after[i]="$(cpu_ticks ${parts[i]})"; done
+  requests="$(awk '/requests in/ {print $1}' "$work/wrk-$1.txt")"
   local non2xx
   non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/wrk-$1.txt")
-  printf '| %-34s | %10s | %8s | %8s | %6s |\n' "$2" \
+  printf '| %-34s | %10s | %8s | %8s | %6s |' "$2" \
     "$(awk '/Requests\/sec/ {print $2}' "$work/wrk-$1.txt")" \
     "$(awk '$1 == "50%" {print $2}' "$work/wrk-$1.txt")" \
     "$(awk '$1 == "99%" {print $2}' "$work/wrk-$1.txt")" "${non2xx:-0}"
+  for i in "${!parts[@]}"; do printf ' %5s |' "$(cpu_us_per_request $((after[i] - before[i])) "$requests")"; done
+  echo
   kill "$qs"; wait "$qs" 2>/dev/null || true
 }
 
 echo
 echo "GET /stock (Basic auth, history row in PostgreSQL per request) via RabbitMQ RPC, wrk 64 connections, ${SECS}s"
 echo
-echo "| case                               | requests/s | p50      | p99      | non-2xx |"
-echo "|------------------------------------|------------|----------|----------|---------|"
+echo "CPU µs per request: serve, quote-service, RabbitMQ, PostgreSQL"
+echo
+echo "| case                               | requests/s | p50      | p99      | non-2xx | serve | qsvc  | amqp  | pg    |"
+echo "|------------------------------------|------------|----------|----------|---------|-------|-------|-------|-------|"
 run 60 "warm cache (3 symbols)"
 run 0 "cold: cache off, fake stooq upstream"

@@ -34,7 +34,7 @@ import_rate() { # database_url file -> rows/s of the import's summary line
 }
 
 echo
-echo "1. bourse import, $ROWS-row CSV ($(du -h "$csv" | cut -f1)), batches of 10000 rows (goal >= 200000 rows/s)"
+echo "1. bourse import, $ROWS-row CSV ($(du -h "$csv" | cut -f1)), batches of 50000 rows, the default (goal >= 200000 rows/s)"
 echo
 echo "| database   | fresh table, rows/s | again (all rows exist), rows/s |"
 echo "|------------|---------------------|--------------------------------|"

@@ -1,7 +1,8 @@
 // bourse live dashboard. Plain JavaScript, no dependencies, served by the binary itself.
 //
 // Data flow: one snapshot of every stock with its analyst target (`GET /stocks?include=
-// technical_analysis`) on start, on every (re)connect of the stream and every 30 s; live `tick`,
+// technical_analysis`) on start, on every (re)connect of the stream and every 30 s (slower when the
+// API's quota asks for it, see `refreshDelay`); live `tick`,
 // `target_hit` and `analysis` events from `GET /stocks/stream` in between. The selected stock's
 // charts load its recent ticks and the last hour of 1-minute bars with an indicator overlay.
 //
@@ -296,8 +297,41 @@
   });
   ui.overlay.addEventListener('change', () => loadBars());
 
+  // The API's quota (anonymous callers: 100 requests a rolling day by default) as its
+  // `RateLimit-*` headers last reported it. Live data comes over the stream, which is not
+  // counted; the periodic refreshes of the snapshot and of the bars are paced so that a page
+  // left open all day stays within the quota (see `refreshDelay`).
+  const quota = { remaining: null, windowMs: 86400000, retryAt: 0 };
+
+  function noteQuota(r) {
+    const remaining = r.headers.get('RateLimit-Remaining');
+    if (remaining !== null && remaining !== '') quota.remaining = Number(remaining);
+    const policy = /w=(\d+)/.exec(r.headers.get('RateLimit-Policy') || '');
+    if (policy) quota.windowMs = Number(policy[1]) * 1000;
+    if (r.status === 429) {
+      quota.remaining = 0;
+      quota.retryAt = Date.now() + Number(r.headers.get('Retry-After') || 60) * 1000;
+    }
+  }
+
+  /**
+   * How long to wait before a periodic refresh that costs `cost` requests: `base` without a
+   * quota; else long enough that refreshing at this pace for a whole window spends at most
+   * half of what is left (the other half is for the user's clicks), and never before a
+   * `Retry-After` has passed.
+   */
+  function refreshDelay(base, cost) {
+    let delay = base;
+    if (quota.remaining !== null) {
+      const refreshes = Math.max(quota.remaining / 2 / cost, 1);
+      delay = Math.max(delay, quota.windowMs / refreshes);
+    }
+    return Math.max(delay, quota.retryAt - Date.now());
+  }
+
   async function getJSON(path) {
     const r = await fetch(path, { headers: { Accept: 'application/json' } });
+    noteQuota(r);
     if (!r.ok) {
       const err = new Error(`${path} answered ${r.status}`);
       err.status = r.status;
@@ -367,7 +401,7 @@
     }
     chartDirty = true;
     schedule();
-    chart.barsTimer = setTimeout(loadBars, BARS_EVERY_MS);
+    chart.barsTimer = setTimeout(loadBars, refreshDelay(BARS_EVERY_MS, overlay ? 2 : 1));
   }
 
   function chartTick(t, price) {
@@ -663,7 +697,7 @@
     } catch (e) {
       showNotice(`Could not load stocks: ${e.message}`);
     }
-    snapshotTimer = setTimeout(refreshSnapshot, SNAPSHOT_EVERY_MS);
+    snapshotTimer = setTimeout(refreshSnapshot, refreshDelay(SNAPSHOT_EVERY_MS, 1));
   }
 
   function listen(source, name, apply) {
@@ -728,6 +762,8 @@
       overlayLines: chart.overlay.length,
       selected: selectedId,
     }),
+    /** The quota as last reported, and the pause before the next snapshot refresh. */
+    pacing: () => ({ remaining: quota.remaining, snapshotDelayMs: refreshDelay(SNAPSHOT_EVERY_MS, 1) }),
     select,
   };
 })();

@@ -9,6 +9,8 @@ use crate::request_log::RequestLog;
 use crate::series_cache::SeriesCache;
 use bourse_feed::FeedEvent;
 use bourse_quotes::QuoteClient;
+use bourse_store::group_commit::GroupCommit;
+use bourse_store::quotes::QuoteRecord;
 use bourse_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +35,8 @@ impl Readiness {
 #[derive(Clone)]
 pub struct ApiContext {
     pub store: Store,
+    /// Quote-history rows of concurrent requests, committed together.
+    pub history: GroupCommit<(uuid::Uuid, QuoteRecord)>,
     pub events: broadcast::Sender<FeedEvent>,
     pub stocks: Arc<StockCache>,
     /// Rendered time-series and indicator answers, per (symbol, query).
@@ -80,6 +84,7 @@ impl ApiContext {
         services: Services,
     ) -> ApiContext {
         ApiContext {
+            history: store.history_writer(),
             store,
             events,
             stocks: Arc::new(StockCache::new(read_cache_ttl)),

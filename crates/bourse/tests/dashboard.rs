@@ -467,3 +467,77 @@ async fn dashboard_stays_bounded_with_100_stocks_at_20_ticks_per_second() {
     );
     assert_eq!(page.errors(), Vec::<String>::new());
 }
+
+/// With the default anonymous quota (100 requests a rolling day), a page left open must not use
+/// it up: live prices come over the stream, which is not counted, and the page paces its
+/// periodic refreshes (normally every 30 s) by the `RateLimit-*` headers it gets.
+#[tokio::test]
+async fn dashboard_paces_its_refreshes_to_the_anonymous_quota() {
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let db = common::database(common::Engine::Sqlite).await;
+    let server = Server::start(
+        &ServeSpec::embedded(&db)
+            .env("BOURSE_FEED_RATE", "5")
+            .env("BOURSE_QUOTA_ANON_PER_DAY", "100"),
+    )
+    .await;
+    let browser = Browser::launch(1200, 800).await;
+    let page = browser.open(&server.url("/")).await;
+    let listed = until(&page, ROWS, 15, "the demo stocks listed", |v| {
+        let rows = v.as_array()?;
+        (rows.len() == 3).then(|| rows.clone())
+    })
+    .await;
+    // The first stock is selected and its charts load; then the page has nothing left to ask.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let remaining = |r: &reqwest::Response| -> u64 {
+        r.headers()["ratelimit-remaining"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let first = server.get("/stocks").await;
+    assert_eq!(first.status(), 200);
+    let left = remaining(&first);
+    assert!(
+        (85..99).contains(&left),
+        "the page's start used {}",
+        99 - left
+    );
+    let pacing = page.eval("window.bourseDashboard.pacing()").await;
+    // The page saw what was left before the test's own request.
+    assert_eq!(pacing["remaining"], left + 1, "{pacing}");
+    // At most half of what is left, one request per snapshot refresh, over a day.
+    let delay_ms = pacing["snapshotDelayMs"].as_f64().unwrap();
+    assert!(
+        delay_ms >= 86_400_000.0 / ((left + 1) as f64 / 2.0) * 0.99,
+        "{pacing}"
+    );
+
+    // Past the normal 30 s period, prices still move on screen and the page asked nothing.
+    let before: HashMap<String, String> = listed
+        .iter()
+        .map(|r| (text(r, "id"), text(r, "price")))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(33)).await;
+    until(&page, ROWS, 10, "a displayed price to change", |v| {
+        v.as_array()?
+            .iter()
+            .any(|r| {
+                before
+                    .get(&text(r, "id"))
+                    .is_some_and(|p| *p != text(r, "price"))
+            })
+            .then_some(())
+    })
+    .await;
+    let second = server.get("/stocks").await;
+    assert_eq!(
+        remaining(&second),
+        left - 1,
+        "only the test's own request counted"
+    );
+    assert_eq!(page.errors(), Vec::<String>::new());
+}

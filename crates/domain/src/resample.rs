@@ -264,6 +264,49 @@ pub fn resample<B: Ohlcv>(bars: &[B], spec: Resample) -> Vec<ResampledBar> {
     out
 }
 
+/// One bin of a resampled series: its first instant and the first instant after it (`None` when
+/// that is beyond chrono's range, i.e. the bin is unbounded above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bin {
+    pub start: DateTime<Utc>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// The bins [`resample`] puts bars into when the first bar of the range is at `first` and the
+/// last at `last`: anchored at `first`'s period, in order, empty ones included (a bin of no bar
+/// yields no row). `None` when there are more than `limit`, so that a caller can pick another
+/// way without the list ever being built.
+pub fn bins(
+    spec: Resample,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+    limit: usize,
+) -> Option<Vec<Bin>> {
+    let frequency = spec.frequency;
+    let interval = i64::from(spec.interval.get());
+    let anchor = frequency.period_index(first);
+    let periods = frequency.period_index(last).checked_sub(anchor)?;
+    if periods < 0 {
+        return Some(Vec::new());
+    }
+    let count = periods.div_euclid(interval).checked_add(1)?;
+    if usize::try_from(count).ok()? > limit {
+        return None;
+    }
+    let out = (0..count)
+        .filter_map(|k| {
+            let index = anchor.checked_add(k.checked_mul(interval)?)?;
+            // Every bin starts between `first`'s and `last`'s periods, so it is representable.
+            let start = frequency.period_start(index)?;
+            let end = index
+                .checked_add(interval)
+                .and_then(|i| frequency.period_start(i));
+            Some(Bin { start, end })
+        })
+        .collect();
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,6 +353,70 @@ mod tests {
             Resample::parse("Yearly", Some("1")),
             Err(ResampleError::UnknownFrequency(_))
         ));
+    }
+
+    #[test]
+    fn bins_are_the_bins_of_resample() {
+        let times = [
+            t(2019, 6, 28, 13, 45),
+            t(2019, 7, 1, 9, 0),
+            t(2019, 9, 30, 23, 59),
+            t(2020, 2, 29, 0, 0),
+            t(2021, 1, 4, 0, 1),
+        ];
+        let bars: Vec<crate::Bar> = times
+            .iter()
+            .map(|&time| crate::Bar {
+                symbol: "X".into(),
+                time,
+                open: Decimal::ONE,
+                high: Decimal::ONE,
+                low: Decimal::ONE,
+                close: Decimal::ONE,
+                volume: 1,
+            })
+            .collect();
+        for frequency in Frequency::ALL {
+            for interval in [1, 2, 3, 7] {
+                let spec = Resample::new(frequency, interval).unwrap();
+                let all = bins(spec, times[0], times[4], usize::MAX).unwrap();
+                // Contiguous and ordered.
+                assert!(all.windows(2).all(|w| w[0].end == Some(w[1].start)));
+                // Every bar lies in exactly one bin, the one resample labels it with.
+                let rows = resample(&bars, spec);
+                for row in &rows {
+                    assert!(all.iter().any(|b| b.start == row.period_start), "{spec:?}");
+                }
+                let holding: Vec<DateTime<Utc>> = bars
+                    .iter()
+                    .filter_map(|bar| {
+                        all.iter()
+                            .find(|b| b.start <= bar.time && b.end.is_none_or(|e| bar.time < e))
+                            .map(|b| b.start)
+                    })
+                    .collect();
+                let mut labels = holding.clone();
+                labels.dedup();
+                assert_eq!(holding.len(), bars.len(), "{spec:?}");
+                assert_eq!(
+                    labels,
+                    rows.iter().map(|r| r.period_start).collect::<Vec<_>>(),
+                    "{spec:?}"
+                );
+                // The limit.
+                assert_eq!(bins(spec, times[0], times[4], all.len()), Some(all.clone()));
+                assert_eq!(bins(spec, times[0], times[4], all.len() - 1), None);
+            }
+        }
+        let annual = Resample::every(Frequency::Annual);
+        assert_eq!(
+            bins(annual, times[0], times[0], 10),
+            Some(vec![Bin {
+                start: t(2019, 1, 1, 0, 0),
+                end: Some(t(2020, 1, 1, 0, 0))
+            }])
+        );
+        assert_eq!(bins(annual, times[4], times[0], 10), Some(Vec::new()));
     }
 
     #[test]

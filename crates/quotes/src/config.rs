@@ -56,6 +56,11 @@ pub struct AmqpConfig {
     /// tests and throw-away queues; leave `None` for `bourse.quotes` (all declarations of a queue
     /// must agree on its arguments).
     pub queue_expires: Option<Duration>,
+    /// Client: requests carried by one message at most (1 = one message per request).
+    pub max_batch: usize,
+    /// Client: messages awaiting their replies at once; while all are out, calls queue up and
+    /// leave together in the next message.
+    pub batches_in_flight: usize,
     /// Server: first delay before reconnecting to the broker; doubles up to `reconnect_max`.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
@@ -70,6 +75,8 @@ impl AmqpConfig {
             queue_expires: None,
             prefetch: 64,
             timeout: Duration::from_secs(5),
+            max_batch: 32,
+            batches_in_flight: 4,
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
         }

@@ -1,6 +1,8 @@
 //! The RPC envelope shared by the HTTP route and the AMQP queue: request
 //! `{"symbol": "aapl.us", "kind": "daily"?}`, reply `{"data": {...}}` or
-//! `{"error": {"code", "message"}}`. One definition so both transports stay identical.
+//! `{"error": {"code", "message"}}`. One definition so both transports stay identical. Over
+//! AMQP a message may also carry a batch: an array of requests, answered by an array of replies
+//! in the same order (see [`crate::amqp`]).
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

@@ -85,6 +85,42 @@ async fn error_replies_carry_code_and_message() {
 }
 
 /// Talks to the server with a plain AMQP client, to pin the wire contract itself.
+/// Publishes a request as any client would and returns the reply's body, checking that the reply
+/// carries the request's correlation id.
+async fn ask(
+    channel: &lapin::Channel,
+    replies: &mut lapin::Consumer,
+    queue: &str,
+    reply_to: &lapin::types::ShortString,
+    request: &[u8],
+    id: &str,
+) -> Value {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            request,
+            BasicProperties::default()
+                .with_reply_to(reply_to.clone())
+                .with_correlation_id(id.into()),
+        )
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), replies.next())
+        .await
+        .expect("a reply within 5 s")
+        .expect("consumer open")
+        .expect("delivery");
+    let correlation = reply
+        .properties
+        .correlation_id()
+        .as_ref()
+        .map(|c| c.to_string());
+    assert_eq!(correlation.as_deref(), Some(id));
+    serde_json::from_slice(&reply.data).unwrap()
+}
+
 #[tokio::test]
 async fn the_wire_contract_as_seen_by_any_amqp_client() {
     let config = common::amqp_config("wire");
@@ -137,56 +173,46 @@ async fn the_wire_contract_as_seen_by_any_amqp_client() {
             json!({"error": {"code": "not_found", "message": "Unknown symbol: APPL.US"}}),
         ),
     ];
+    let reply_to = reply_queue.name().clone();
     for (i, (request, expected)) in cases.iter().enumerate() {
-        let id = format!("corr-{i}");
-        channel
-            .basic_publish(
-                "".into(),
-                config.queue.as_str().into(),
-                BasicPublishOptions::default(),
-                request.as_bytes(),
-                BasicProperties::default()
-                    .with_reply_to(reply_queue.name().clone())
-                    .with_correlation_id(id.as_str().into()),
-            )
-            .await
-            .unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(5), replies.next())
-            .await
-            .expect("a reply within 5 s")
-            .expect("consumer open")
-            .expect("delivery");
-        assert_eq!(
-            reply
-                .properties
-                .correlation_id()
-                .as_ref()
-                .map(|c| c.as_str()),
-            Some(id.as_str())
-        );
-        let body: Value = serde_json::from_slice(&reply.data).unwrap();
+        let body = ask(
+            &channel,
+            &mut replies,
+            &config.queue,
+            &reply_to,
+            request.as_bytes(),
+            &format!("corr-{i}"),
+        )
+        .await;
         assert_eq!(&body, expected, "{request}");
     }
 
-    // Malformed requests get an error reply too, and do not stop the server.
-    channel
-        .basic_publish(
-            "".into(),
-            config.queue.as_str().into(),
-            BasicPublishOptions::default(),
-            b"not json",
-            BasicProperties::default()
-                .with_reply_to(reply_queue.name().clone())
-                .with_correlation_id("bad".into()),
+    // A batch: an array of requests gets an array of replies, in the same order.
+    let batch =
+        br#"[{"symbol": "appl.us"}, {"symbol": "aapl.us"}, {"symbol": "ibm", "kind": "daily"}]"#;
+    assert_eq!(
+        ask(
+            &channel,
+            &mut replies,
+            &config.queue,
+            &reply_to,
+            batch,
+            "batch"
         )
-        .await
-        .unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(5), replies.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let body: Value = serde_json::from_slice(&reply.data).unwrap();
+        .await,
+        json!([cases[2].1.clone(), cases[0].1.clone(), cases[1].1.clone()])
+    );
+
+    // Malformed requests get an error reply too, and do not stop the server.
+    let body = ask(
+        &channel,
+        &mut replies,
+        &config.queue,
+        &reply_to,
+        b"not json",
+        "bad",
+    )
+    .await;
     assert_eq!(body["error"]["code"], "bad_request");
     assert!(server.is_ready());
 
@@ -268,6 +294,123 @@ impl QuoteClient for Slow {
     }
 }
 
+/// Makes `n` concurrent calls for `symbol(i)` and checks that each gets the `NotFound` error its
+/// own symbol calls for: replies reach the call that asked (correlation ids are not mixed up).
+async fn concurrent_calls(
+    client: &Arc<AmqpQuoteClient>,
+    n: usize,
+    symbol: impl Fn(usize) -> String,
+    message: impl Fn(&str) -> String,
+) {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let (client, symbol) = (Arc::clone(client), symbol(i));
+            tokio::spawn(async move { (client.quote(&symbol).await, symbol) })
+        })
+        .collect();
+    for call in calls {
+        let (answer, symbol) = call.await.unwrap();
+        assert_eq!(answer.unwrap_err(), QuoteError::NotFound(message(&symbol)));
+    }
+}
+
+/// The client seen from the broker, with a hand-written server (plain lapin, the documented wire
+/// format): concurrent calls share messages, and every call gets the reply to its own request.
+#[tokio::test]
+async fn concurrent_calls_share_messages_and_get_their_own_replies() {
+    let mut config = common::amqp_config("batching");
+    config.batches_in_flight = 2;
+    let connection = Connection::connect(&config.url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-expires".into(),
+        lapin::types::AMQPValue::LongLongInt(60_000),
+    );
+    channel
+        .queue_declare(
+            config.queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            arguments,
+        )
+        .await
+        .unwrap();
+    let mut requests = channel
+        .basic_consume(
+            config.queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // Answers each request with an error naming its symbol (the simplest reply to check), after
+    // a pause, so that calls pile up while replies are awaited. Counts messages and requests.
+    let server = tokio::spawn(async move {
+        let (mut messages, mut answered) = (0usize, 0usize);
+        while answered < 200 {
+            let delivery = requests.next().await.unwrap().unwrap();
+            messages += 1;
+            let body: Value = serde_json::from_slice(&delivery.data).unwrap();
+            let reply_to = |request: &Value| {
+                json!({"error": {"code": "not_found",
+                    "message": format!("seen {}", request["symbol"].as_str().unwrap())}})
+            };
+            let reply = match &body {
+                Value::Array(batch) => {
+                    answered += batch.len();
+                    Value::Array(batch.iter().map(reply_to).collect())
+                }
+                single => {
+                    answered += 1;
+                    reply_to(single)
+                }
+            };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            channel
+                .basic_publish(
+                    "".into(),
+                    delivery
+                        .properties
+                        .reply_to()
+                        .clone()
+                        .unwrap()
+                        .as_str()
+                        .into(),
+                    BasicPublishOptions::default(),
+                    &serde_json::to_vec(&reply).unwrap(),
+                    BasicProperties::default()
+                        .with_correlation_id(delivery.properties.correlation_id().clone().unwrap()),
+                )
+                .await
+                .unwrap();
+        }
+        connection.close(200, "done".into()).await.unwrap();
+        messages
+    });
+
+    let client = Arc::new(AmqpQuoteClient::new(config.clone()));
+    concurrent_calls(
+        &client,
+        200,
+        |i| format!("s{i}.us"),
+        |s| format!("seen {s}"),
+    )
+    .await;
+    let messages = server.await.unwrap();
+    // 200 calls; at most 32 per message (the default); two messages out at once.
+    assert!(
+        (7..=100).contains(&messages),
+        "200 calls went out in {messages} messages"
+    );
+    client.close().await;
+}
+
 #[tokio::test]
 async fn requests_are_handled_concurrently() {
     let config = common::amqp_config("concurrent");
@@ -279,19 +422,7 @@ async fn requests_are_handled_concurrently() {
     assert!(server.wait_ready(READY).await);
     let client = Arc::new(AmqpQuoteClient::new(config.clone()));
     let started = Instant::now();
-    let calls: Vec<_> = (0..40)
-        .map(|i| {
-            let client = Arc::clone(&client);
-            tokio::spawn(async move { client.quote(&format!("s{i}")).await })
-        })
-        .collect();
-    for (i, call) in calls.into_iter().enumerate() {
-        // Each reply reaches the call that asked (correlation ids are not mixed up).
-        assert_eq!(
-            call.await.unwrap().unwrap_err(),
-            QuoteError::NotFound(format!("slow s{i}"))
-        );
-    }
+    concurrent_calls(&client, 40, |i| format!("s{i}"), |s| format!("slow {s}")).await;
     // One at a time would take 20 s.
     assert!(
         started.elapsed() < Duration::from_secs(4),

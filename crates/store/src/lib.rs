@@ -7,6 +7,7 @@
 pub mod bars;
 mod error;
 pub mod feed;
+pub mod group_commit;
 pub mod orders;
 pub mod quotes;
 mod sqlite_codec;

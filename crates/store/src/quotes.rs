@@ -1,5 +1,6 @@
 //! Quote history (what each user asked for) and the most-requested stocks.
 
+use crate::group_commit::{BatchLimits, GroupCommit};
 use crate::sqlite_codec::{decimal, from_micros, micros};
 use crate::{Db, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -32,26 +33,70 @@ pub struct HistoryEntry {
 const COLUMNS: &str = "id, code, symbol, name, open, high, low, close, requested_at";
 
 impl Store {
+    /// Records one answered quote in `user`'s history.
     pub async fn record_quote(&self, user: Uuid, r: &QuoteRecord) -> Result<(), StoreError> {
-        let sql = "INSERT INTO quote_history (user_id, code, symbol, name, open, high, low, close, requested_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+        self.record_quotes(&[(user, r.clone())]).await
+    }
+
+    /// Records a batch of answered quotes in one transaction; ids follow the batch's order.
+    pub async fn record_quotes(&self, batch: &[(Uuid, QuoteRecord)]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         match &self.db {
             Db::Postgres(pool) => {
-                sqlx::query(sql)
-                    .bind(user)
-                    .bind(&r.code)
-                    .bind(&r.symbol)
-                    .bind(&r.name)
-                    .bind(r.open)
-                    .bind(r.high)
-                    .bind(r.low)
-                    .bind(r.close)
-                    .bind(r.requested_at)
-                    .execute(pool)
-                    .await?;
+                let column = |f: fn(&QuoteRecord) -> Decimal| -> Vec<Decimal> {
+                    batch.iter().map(|(_, r)| f(r)).collect()
+                };
+                // WITH ORDINALITY + ORDER BY: the ids (the history's order) follow the batch.
+                sqlx::query(
+                    "INSERT INTO quote_history \
+                       (user_id, code, symbol, name, open, high, low, close, requested_at) \
+                     SELECT u, c, s, n, o, h, l, cl, t FROM UNNEST($1::uuid[], $2::text[], \
+                       $3::text[], $4::text[], $5::numeric[], $6::numeric[], $7::numeric[], \
+                       $8::numeric[], $9::timestamptz[]) WITH ORDINALITY \
+                       AS b(u, c, s, n, o, h, l, cl, t, i) ORDER BY i",
+                )
+                .bind(batch.iter().map(|(u, _)| *u).collect::<Vec<_>>())
+                .bind(
+                    batch
+                        .iter()
+                        .map(|(_, r)| r.code.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    batch
+                        .iter()
+                        .map(|(_, r)| r.symbol.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    batch
+                        .iter()
+                        .map(|(_, r)| r.name.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(column(|r| r.open))
+                .bind(column(|r| r.high))
+                .bind(column(|r| r.low))
+                .bind(column(|r| r.close))
+                .bind(
+                    batch
+                        .iter()
+                        .map(|(_, r)| r.requested_at)
+                        .collect::<Vec<_>>(),
+                )
+                .execute(pool)
+                .await?;
             }
             Db::Sqlite { write, .. } => {
-                sqlx::query(sql)
+                let mut tx = write.begin().await?;
+                for (user, r) in batch {
+                    sqlx::query(
+                        "INSERT INTO quote_history \
+                           (user_id, code, symbol, name, open, high, low, close, requested_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
                     .bind(user.to_string())
                     .bind(&r.code)
                     .bind(&r.symbol)
@@ -61,11 +106,23 @@ impl Store {
                     .bind(r.low.to_string())
                     .bind(r.close.to_string())
                     .bind(micros(r.requested_at))
-                    .execute(write)
+                    .execute(&mut *tx)
                     .await?;
+                }
+                tx.commit().await?;
             }
         }
         Ok(())
+    }
+
+    /// A group-commit writer for the history (see [`crate::group_commit`]): what `GET /stock`
+    /// uses, so that concurrent quotes share transactions.
+    pub fn history_writer(&self) -> GroupCommit<(Uuid, QuoteRecord)> {
+        let store = self.clone();
+        GroupCommit::spawn(BatchLimits::default(), move |batch| {
+            let store = store.clone();
+            async move { store.record_quotes(&batch).await }
+        })
     }
 
     /// The user's history, newest first, entries older than the cursor `before` (an entry id).

@@ -103,6 +103,207 @@ async fn import_upserts_and_reads_ranges_exactly() {
     .await;
 }
 
+/// `count` consecutive daily bars of `symbol` from 2024-01-01, their prices offset by `shift`
+/// (so that two generations of the same keys differ in every field).
+fn days(symbol: &str, count: u32, shift: i64) -> Vec<Bar> {
+    (0..count)
+        .map(|i| {
+            let p = |d: i64| Decimal::new(10_000 + i64::from(i) * 100 + shift + d, 2);
+            Bar {
+                symbol: symbol.into(),
+                time: day(2024, 1, 1) + Duration::days(i64::from(i)),
+                open: p(1),
+                high: p(9),
+                low: p(-9),
+                close: p(2),
+                volume: 1_000 + i64::from(i) + shift,
+            }
+        })
+        .collect()
+}
+
+/// What a series reads back as, to compare with what was imported.
+fn as_stored(bars: &[Bar]) -> Vec<SeriesBar> {
+    bars.iter()
+        .map(|b| SeriesBar {
+            time: b.time,
+            open: b.open,
+            high: b.high,
+            low: b.low,
+            close: b.close,
+            volume: b.volume,
+        })
+        .collect()
+}
+
+// The import paths, one by one (on PostgreSQL: COPY into the table for new keys, COPY into a
+// staging table and upsert when keys exist).
+
+#[tokio::test]
+async fn fresh_import_stores_every_row_exactly() {
+    on_both(|store| async move {
+        let bars = days("NEW", 500, 0);
+        assert_eq!(store.import_bars(&bars).await.unwrap(), 500);
+        assert_eq!(
+            store.bars("NEW", None, None).await.unwrap(),
+            as_stored(&bars)
+        );
+        // Symbols and prices that text formats would have to escape or round.
+        let odd = [
+            bar(
+                "A\tB\\C\n\"D,E",
+                day(2024, 1, 1),
+                "0.000001",
+                "123456789.123456789",
+                "0",
+                "-1.5",
+                0,
+            ),
+            bar(
+                "Hamada Inc",
+                day(1969, 12, 31),
+                "95.455002",
+                "96",
+                "95",
+                "95.5",
+                i64::MAX,
+            ),
+        ];
+        assert_eq!(store.import_bars(&odd).await.unwrap(), 2);
+        for b in &odd {
+            assert_eq!(
+                store.bars(&b.symbol, None, None).await.unwrap(),
+                as_stored(std::slice::from_ref(b)),
+                "{:?}",
+                b.symbol
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reimport_overwrites_stored_values() {
+    on_both(|store| async move {
+        store.import_bars(&days("RE", 300, 0)).await.unwrap();
+        let changed = days("RE", 300, 7);
+        assert_eq!(store.import_bars(&changed).await.unwrap(), 300);
+        assert_eq!(
+            store.bars("RE", None, None).await.unwrap(),
+            as_stored(&changed)
+        );
+        // The same file again changes nothing.
+        store.import_bars(&changed).await.unwrap();
+        assert_eq!(
+            store.bars("RE", None, None).await.unwrap(),
+            as_stored(&changed)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn duplicate_keys_in_one_batch_keep_the_last_row() {
+    on_both(|store| async move {
+        // Fresh keys, each given three times in the batch: the last one wins.
+        let mut batch = days("DUP", 50, 0);
+        batch.extend(days("DUP", 50, 3));
+        batch.extend(days("DUP", 50, 5));
+        assert_eq!(store.import_bars(&batch).await.unwrap(), 50);
+        assert_eq!(
+            store.bars("DUP", None, None).await.unwrap(),
+            as_stored(&days("DUP", 50, 5))
+        );
+        // Stored keys, given twice: the last one wins again.
+        let mut again = days("DUP", 50, 11);
+        again.extend(days("DUP", 50, 4));
+        assert_eq!(store.import_bars(&again).await.unwrap(), 50);
+        assert_eq!(
+            store.bars("DUP", None, None).await.unwrap(),
+            as_stored(&days("DUP", 50, 4))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mixed_new_and_stored_keys_in_one_batch() {
+    on_both(|store| async move {
+        // Every other day stored first, with other values; an untouched series beside it.
+        let old: Vec<Bar> = days("MIX", 400, 1).into_iter().step_by(2).collect();
+        store.import_bars(&old).await.unwrap();
+        store.import_bars(&days("KEEP", 10, 0)).await.unwrap();
+        // The whole range: half the keys exist, half are new, interleaved; the stored ones
+        // come last in the batch, after the new ones.
+        let all = days("MIX", 400, 2);
+        let (mut batch, stored): (Vec<Bar>, Vec<Bar>) = all
+            .iter()
+            .cloned()
+            .partition(|b| !old.iter().any(|o| o.time == b.time));
+        batch.extend(stored);
+        assert_eq!(store.import_bars(&batch).await.unwrap(), 400);
+        assert_eq!(
+            store.bars("MIX", None, None).await.unwrap(),
+            as_stored(&all)
+        );
+        assert_eq!(
+            store.bars("KEEP", None, None).await.unwrap(),
+            as_stored(&days("KEEP", 10, 0))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn import_replaces_a_live_minute_bar_and_its_tick_times() {
+    on_both(|store| async move {
+        let t0 = Utc.with_ymd_and_hms(2024, 3, 1, 10, 0, 0).unwrap();
+        let id = Uuid::new_v4();
+        store
+            .ingest(
+                &[tick(id, "LIVE", "7.50", t0 + Duration::seconds(30))],
+                &[],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        // Imported over the live bar (with a new key beside it, so that the batch is mixed).
+        let imported = [
+            bar("LIVE", t0, "7", "8", "6", "7.25", 100),
+            bar(
+                "LIVE",
+                t0 + Duration::minutes(1),
+                "7.25",
+                "7.5",
+                "7",
+                "7.5",
+                50,
+            ),
+        ];
+        store.import_bars(&imported).await.unwrap();
+        assert_eq!(
+            store.bars("LIVE", None, None).await.unwrap(),
+            as_stored(&imported)
+        );
+        // A later tick of that minute merges with the imported bar as with any bar without tick
+        // times: the open stays, the close moves.
+        store
+            .ingest(
+                &[tick(id, "LIVE", "9", t0 + Duration::seconds(10))],
+                &[],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let b = store.bars("LIVE", None, Some(t0)).await.unwrap()[0];
+        assert_eq!(
+            (b.open, b.high, b.low, b.close, b.volume),
+            (dec("7"), dec("9"), dec("6"), dec("9"), 101)
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn ticks_roll_up_into_minute_bars_in_ingest() {
     on_both(|store| async move {

@@ -94,10 +94,10 @@ pub async fn stock(
                 ApiError::BadRequest("query parameter `q` (stock code) is required".into())
             })?;
     let quote = ctx.quotes.quote(&code).await?;
-    ctx.store
-        .record_quote(
+    ctx.history
+        .submit((
             user.id,
-            &QuoteRecord {
+            QuoteRecord {
                 code,
                 symbol: quote.symbol.clone(),
                 name: quote.name.clone(),
@@ -107,7 +107,7 @@ pub async fn stock(
                 close: quote.close,
                 requested_at: Utc::now(),
             },
-        )
+        ))
         .await?;
     Ok(Json(QuoteView {
         symbol: quote.symbol,

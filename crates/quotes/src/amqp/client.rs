@@ -7,6 +7,12 @@
 //!   request carries that timeout as its TTL so a late server does not answer stale requests.
 //! - A dropped connection fails the calls waiting on it (`unavailable`); the next call
 //!   reconnects.
+//! - Concurrent calls share messages: a batcher task sends whatever calls have queued up as one
+//!   request (a JSON array of requests, answered by an array of replies in the same order)
+//!   while at most `batches_in_flight` earlier messages await their replies. Each message costs
+//!   the broker a publish, a confirm, a delivery, an ack and a reply whatever it carries, so under
+//!   load this divides the broker's work per quote; a lone call still goes alone, in the plain
+//!   single-request format, without waiting.
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -14,10 +20,11 @@ use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOpti
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Consumer};
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use tokio::sync::oneshot;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{broker_error, properties, DIRECT_REPLY_TO};
@@ -29,8 +36,22 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
 /// Calls the quote service over RabbitMQ. Cheap to share (`Arc`); connects on first use.
 #[derive(Debug)]
 pub struct AmqpQuoteClient {
+    rpc: Arc<Rpc>,
+    /// The batcher's queue, started by the first call (it needs a runtime).
+    batcher: OnceLock<mpsc::Sender<Job>>,
+}
+
+/// The connection side: publishes one message and waits for its reply.
+#[derive(Debug)]
+struct Rpc {
     config: AmqpConfig,
     link: tokio::sync::Mutex<Option<Link>>,
+}
+
+/// One call waiting in the batcher's queue; it gets its own reply's JSON.
+struct Job {
+    request: RpcRequest,
+    reply: oneshot::Sender<Result<Vec<u8>, QuoteError>>,
 }
 
 /// One live connection with its reply consumer.
@@ -64,15 +85,18 @@ impl AmqpQuoteClient {
     /// [`AmqpQuoteClient::connect`]), so the API can start before the broker.
     pub fn new(config: AmqpConfig) -> Self {
         Self {
-            config,
-            link: tokio::sync::Mutex::new(None),
+            rpc: Arc::new(Rpc {
+                config,
+                link: tokio::sync::Mutex::new(None),
+            }),
+            batcher: OnceLock::new(),
         }
     }
 
     /// Connects now, to fail fast at start-up or for a readiness check.
     pub async fn connect(&self) -> Result<(), QuoteError> {
-        let timeout = self.config.timeout;
-        tokio::time::timeout(timeout, self.channel())
+        let timeout = self.rpc.config.timeout;
+        tokio::time::timeout(timeout, self.rpc.channel())
             .await
             .map_err(|_| QuoteError::Timeout("message broker did not answer in time".into()))?
             .map(|_| ())
@@ -80,15 +104,135 @@ impl AmqpQuoteClient {
 
     /// True when a connection is up.
     pub async fn is_connected(&self) -> bool {
-        self.link.lock().await.as_ref().is_some_and(Link::usable)
+        self.rpc
+            .link
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(Link::usable)
     }
 
     /// Closes the connection; a later call would open a new one.
     pub async fn close(&self) {
-        if let Some(link) = self.link.lock().await.take() {
+        if let Some(link) = self.rpc.link.lock().await.take() {
             if let Err(e) = link.connection.close(200, "client closed".into()).await {
                 tracing::debug!(error = %e, "closing the AMQP client connection");
             }
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(&self, kind: Kind, symbol: &str) -> Result<T, QuoteError> {
+        let symbol = normalize_symbol(symbol)?;
+        let timeout = self.rpc.config.timeout;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            request: RpcRequest { symbol, kind },
+            reply,
+        };
+        let queue = self.batcher.get_or_init(|| {
+            let (queue, jobs) = mpsc::channel(BATCHER_QUEUE);
+            tokio::spawn(batcher(Arc::clone(&self.rpc), jobs));
+            queue
+        });
+        let round_trip = async {
+            queue
+                .send(job)
+                .await
+                .map_err(|_| QuoteError::Unavailable("the quote client has stopped".into()))?;
+            answer.await.map_err(|_| {
+                QuoteError::Unavailable("lost the connection to the message broker".into())
+            })?
+        };
+        match tokio::time::timeout(timeout, round_trip).await {
+            Ok(reply) => decode(&reply?),
+            Err(_) => Err(QuoteError::Timeout(format!(
+                "quote service did not answer within {} s",
+                timeout.as_secs_f64()
+            ))),
+        }
+    }
+}
+
+/// Calls queued while the batcher waits for a free slot, at most.
+const BATCHER_QUEUE: usize = 4096;
+
+/// Forms batches from the queued calls and sends each on its own task, at most
+/// `batches_in_flight` at once; while every slot is taken, calls queue up for the next batch.
+async fn batcher(rpc: Arc<Rpc>, mut jobs: mpsc::Receiver<Job>) {
+    let slots = Arc::new(Semaphore::new(rpc.config.batches_in_flight.max(1)));
+    let max_batch = rpc.config.max_batch.max(1);
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let Some(first) = jobs.recv().await else {
+            break;
+        };
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        // Calls that timed out while queued are not sent.
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let rpc = Arc::clone(&rpc);
+        tokio::spawn(async move {
+            rpc.send_batch(batch).await;
+            drop(slot);
+        });
+    }
+}
+
+impl Rpc {
+    /// Sends one message for `batch` and hands each call its reply (or the failure).
+    async fn send_batch(&self, batch: Vec<Job>) {
+        let body = if let [job] = batch.as_slice() {
+            serde_json::to_vec(&job.request)
+        } else {
+            serde_json::to_vec(&batch.iter().map(|job| &job.request).collect::<Vec<_>>())
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialize a quote request");
+                return fail(
+                    batch,
+                    &QuoteError::Unavailable("quote request failed".into()),
+                );
+            }
+        };
+        let timeout = self.config.timeout;
+        let reply = match tokio::time::timeout(timeout, self.round_trip(&body)).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => return fail(batch, &e),
+            Err(_) => {
+                let e = QuoteError::Timeout(format!(
+                    "quote service did not answer within {} s",
+                    timeout.as_secs_f64()
+                ));
+                return fail(batch, &e);
+            }
+        };
+        let mut batch = batch;
+        if batch.len() == 1 {
+            if let Some(job) = batch.pop() {
+                let _ = job.reply.send(Ok(reply));
+            }
+            return;
+        }
+        match split_replies(&reply, batch.len()) {
+            Ok(replies) => {
+                for (job, reply) in batch.into_iter().zip(replies) {
+                    // The caller may have timed out meanwhile; then nobody wants this reply.
+                    let _ = job.reply.send(Ok(reply));
+                }
+            }
+            Err(e) => fail(batch, &e),
         }
     }
 
@@ -105,22 +249,6 @@ impl AmqpQuoteClient {
         let handles = (fresh.channel.clone(), Arc::clone(&fresh.pending));
         *link = Some(fresh);
         Ok(handles)
-    }
-
-    async fn call<T: DeserializeOwned>(&self, kind: Kind, symbol: &str) -> Result<T, QuoteError> {
-        let symbol = normalize_symbol(symbol)?;
-        let body = serde_json::to_vec(&RpcRequest { symbol, kind }).map_err(|e| {
-            tracing::error!(error = %e, "cannot serialize a quote request");
-            QuoteError::Unavailable("quote request failed".into())
-        })?;
-        let timeout = self.config.timeout;
-        match tokio::time::timeout(timeout, self.round_trip(&body)).await {
-            Ok(reply) => decode(&reply?),
-            Err(_) => Err(QuoteError::Timeout(format!(
-                "quote service did not answer within {} s",
-                timeout.as_secs_f64()
-            ))),
-        }
     }
 
     /// Publishes and waits for the reply. A publish that fails on a connection that looked
@@ -247,6 +375,34 @@ async fn dispatch(mut replies: Consumer, pending: Pending, alive: Arc<AtomicBool
     alive.store(false, Ordering::SeqCst);
     lock(&pending).clear();
     tracing::warn!("AMQP quote client lost its connection");
+}
+
+/// Gives every call of a batch the same failure.
+fn fail(batch: Vec<Job>, error: &QuoteError) {
+    for job in batch {
+        let _ = job.reply.send(Err(error.clone()));
+    }
+}
+
+/// A batch's reply: a JSON array with one reply per request, in order.
+fn split_replies(reply: &[u8], expected: usize) -> Result<Vec<Vec<u8>>, QuoteError> {
+    let unreadable = || QuoteError::BadUpstream("quote service answered unreadably".into());
+    let replies: Vec<&RawValue> = serde_json::from_slice(reply).map_err(|e| {
+        tracing::warn!(error = %e, "unreadable batch reply from the quote service");
+        unreadable()
+    })?;
+    if replies.len() != expected {
+        tracing::warn!(
+            expected,
+            got = replies.len(),
+            "batch reply from the quote service has the wrong length"
+        );
+        return Err(unreadable());
+    }
+    Ok(replies
+        .into_iter()
+        .map(|r| r.get().as_bytes().to_vec())
+        .collect())
 }
 
 /// Why an attempt failed: before the broker took the request (safe to retry) or after.

@@ -184,21 +184,55 @@ async fn serve_once(
     outcome
 }
 
-/// Answers one request and acknowledges it.
+/// The reply to a message: one request (`{"symbol": ...}`) gets one reply; a batch (a JSON array
+/// of requests, see the client) gets an array of replies in the same order, its requests
+/// answered concurrently.
+async fn respond(client: &dyn QuoteClient, data: &[u8]) -> Vec<u8> {
+    let is_batch = data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if !is_batch {
+        return match serde_json::from_slice::<RpcRequest>(data) {
+            Ok(request) => logged(answer(client, &request).await),
+            Err(e) => logged(encode::<()>(Err(QuoteError::BadRequest(format!(
+                "request must be {{\"symbol\": \"...\"}}: {e}"
+            ))))),
+        };
+    }
+    let requests = match serde_json::from_slice::<Vec<RpcRequest>>(data) {
+        Ok(requests) => requests,
+        Err(e) => {
+            return logged(encode::<()>(Err(QuoteError::BadRequest(format!(
+                "a batch must be [{{\"symbol\": \"...\"}}, ...]: {e}"
+            )))))
+        }
+    };
+    let replies =
+        futures::future::join_all(requests.iter().map(|request| answer(client, request))).await;
+    let mut body = Vec::with_capacity(replies.iter().map(|(r, _)| r.len() + 1).sum::<usize>() + 1);
+    body.push(b'[');
+    for (i, reply) in replies.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&logged(reply));
+    }
+    body.push(b']');
+    body
+}
+
+fn logged((body, error): (Vec<u8>, Option<QuoteError>)) -> Vec<u8> {
+    if let Some(error) = &error {
+        tracing::debug!(code = error.code(), "quote request answered with an error");
+    }
+    body
+}
+
+/// Answers one message and acknowledges it.
 async fn handle(
     client: Arc<dyn QuoteClient>,
     channel: Channel,
     delivery: lapin::message::Delivery,
 ) {
-    let (body, error) = match serde_json::from_slice::<RpcRequest>(&delivery.data) {
-        Ok(request) => answer(client.as_ref(), &request).await,
-        Err(e) => encode::<()>(Err(QuoteError::BadRequest(format!(
-            "request must be {{\"symbol\": \"...\"}}: {e}"
-        )))),
-    };
-    if let Some(error) = &error {
-        tracing::debug!(code = error.code(), "quote request answered with an error");
-    }
+    let body = respond(client.as_ref(), &delivery.data).await;
     match delivery.properties.reply_to() {
         Some(reply_to) => {
             let mut props = BasicProperties::default().with_content_type("application/json".into());
