@@ -32,8 +32,22 @@ impl Readiness {
     }
 }
 
+/// The handlers' shared state. axum clones it for every extractor and middleware of every
+/// request, so it is one pointer: cloning the fields themselves (a dozen reference counts and a
+/// cancellation token) measured 8% of the API's CPU on a cached `GET /stocks`.
 #[derive(Clone)]
-pub struct ApiContext {
+pub struct ApiContext(Arc<Shared>);
+
+impl std::ops::Deref for ApiContext {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`ApiContext`] points to.
+pub struct Shared {
     pub store: Store,
     /// Quote-history rows of concurrent requests, committed together.
     pub history: GroupCommit<(uuid::Uuid, QuoteRecord)>,
@@ -83,7 +97,7 @@ impl ApiContext {
         read_cache_ttl: Duration,
         services: Services,
     ) -> ApiContext {
-        ApiContext {
+        ApiContext(Arc::new(Shared {
             history: store.history_writer(),
             store,
             events,
@@ -98,6 +112,6 @@ impl ApiContext {
             client_addr: Arc::new(services.traffic.client_addr),
             quota: services.traffic.quota.map(Arc::new),
             request_log: services.traffic.request_log,
-        }
+        }))
     }
 }
