@@ -153,19 +153,25 @@ fn assemble(
 }
 
 fn pg_order(r: &sqlx::postgres::PgRow) -> Result<Order, StoreError> {
+    pg_order_from(r, 0)
+}
+
+/// An order whose [`COLUMNS`] start at column `first` of the row.
+fn pg_order_from(r: &sqlx::postgres::PgRow, first: usize) -> Result<Order, StoreError> {
+    let at = |i: usize| first + i;
     assemble(
-        r.try_get(0)?,
-        r.try_get(1)?,
-        &r.try_get::<String, _>(2)?,
-        &r.try_get::<String, _>(3)?,
-        &r.try_get::<String, _>(4)?,
-        r.try_get(5)?,
-        r.try_get(6)?,
-        &r.try_get::<String, _>(7)?,
-        r.try_get(8)?,
-        r.try_get(9)?,
-        r.try_get(10)?,
-        r.try_get(11)?,
+        r.try_get(at(0))?,
+        r.try_get(at(1))?,
+        &r.try_get::<String, _>(at(2))?,
+        &r.try_get::<String, _>(at(3))?,
+        &r.try_get::<String, _>(at(4))?,
+        r.try_get(at(5))?,
+        r.try_get(at(6))?,
+        &r.try_get::<String, _>(at(7))?,
+        r.try_get(at(8))?,
+        r.try_get(at(9))?,
+        r.try_get(at(10))?,
+        r.try_get(at(11))?,
     )
 }
 
@@ -276,21 +282,7 @@ impl Store {
                 if stored != fingerprint {
                     return Err(key_conflict());
                 }
-                let first = assemble(
-                    row.try_get(1)?,
-                    row.try_get(2)?,
-                    &row.try_get::<String, _>(3)?,
-                    &row.try_get::<String, _>(4)?,
-                    &row.try_get::<String, _>(5)?,
-                    row.try_get(6)?,
-                    row.try_get(7)?,
-                    &row.try_get::<String, _>(8)?,
-                    row.try_get(9)?,
-                    row.try_get(10)?,
-                    row.try_get(11)?,
-                    row.try_get(12)?,
-                )?;
-                Ok(Creation::Replayed(first))
+                Ok(Creation::Replayed(pg_order_from(&row, 1)?))
             }
             Db::Sqlite { write, .. } => {
                 let mut tx = write.begin().await?;
