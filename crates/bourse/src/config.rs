@@ -198,14 +198,8 @@ impl Config {
     }
 
     pub fn mqtt_client_id(&self) -> String {
-        self.mqtt_client_id.clone().unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME")
-                .ok()
-                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "local".into());
-            format!("bourse-{host}")
-        })
+        self.mqtt_client_id
+            .clone()
+            .unwrap_or_else(|| format!("bourse-{}", bourse_orders::relay::host_name()))
     }
 }

@@ -63,14 +63,19 @@ impl Default for RelayConfig {
 
 /// `relay-<host>-<pid>-<random>`: unique even for two relays in one host and pid namespace.
 pub fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME")
+    let nonce: u32 = rand::random();
+    format!("relay-{}-{}-{nonce:08x}", host_name(), std::process::id())
+}
+
+/// This host's name (`HOSTNAME`, else /etc/hostname, else `local`), for ids that operators
+/// should be able to trace back to a machine or pod.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "local".into());
-    let nonce: u32 = rand::random();
-    format!("relay-{host}-{}-{nonce:08x}", std::process::id())
+        .unwrap_or_else(|| "local".into())
 }
 
 pub struct Relay {

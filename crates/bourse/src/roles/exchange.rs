@@ -2,7 +2,7 @@
 //! so run one replica). `POST /placements` with `Idempotency-Key`, `GET /placements`, plus
 //! health, readiness and metrics.
 
-use super::shutdown_signal;
+use super::{cancel_on_signal, listen, metrics_endpoint};
 use crate::config::Config;
 use crate::telemetry;
 use anyhow::Context;
@@ -25,17 +25,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let app = simulated::router(exchange)
         .route("/_healthcheck", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(move || std::future::ready(metrics.render())),
-        );
-    let addr = config
-        .http_addr
-        .clone()
-        .unwrap_or_else(|| DEFAULT_ADDR.into());
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+        .route("/metrics", metrics_endpoint(metrics));
+    let listener = listen(&config, DEFAULT_ADDR).await?;
     info!(
         addr = %listener.local_addr()?,
         failure_rate = config.exchange_failure_rate,
@@ -43,11 +34,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "bourse exchange listening"
     );
     let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        signal.cancel();
-    });
+    cancel_on_signal(&shutdown);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;

@@ -12,7 +12,11 @@ pub mod user;
 
 use crate::config::Config;
 use anyhow::Context;
+use axum::routing::{get, MethodRouter};
 use bourse_store::{ConnectOptions, Store};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub async fn connect(config: &Config) -> anyhow::Result<Store> {
     let opts = ConnectOptions {
@@ -36,6 +40,31 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// Binds a role's HTTP listener: `BOURSE_HTTP_ADDR`, else the role's own default address.
+pub async fn listen(config: &Config, default_addr: &str) -> anyhow::Result<TcpListener> {
+    let addr = config.http_addr.as_deref().unwrap_or(default_addr);
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Cancels `shutdown` when SIGTERM or Ctrl-C arrives, so that every part of a role stops
+/// together.
+pub fn cancel_on_signal(shutdown: &CancellationToken) {
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+}
+
+/// `GET /metrics` of the roles other than `serve`: the Prometheus text of `handle`.
+pub fn metrics_endpoint<S: Clone + Send + Sync + 'static>(
+    handle: PrometheusHandle,
+) -> MethodRouter<S> {
+    get(move || std::future::ready(handle.render()))
 }
 
 /// Resolves when SIGTERM or Ctrl-C arrives.

@@ -2,13 +2,12 @@
 //! quote queue when `BOURSE_AMQP_URL` is set, and always HTTP (`/internal/quote`,
 //! `/internal/daily`) plus health, readiness and metrics.
 
-use super::{quotes, shutdown_signal};
+use super::{cancel_on_signal, listen, metrics_endpoint, quotes};
 use crate::config::Config;
 use crate::telemetry;
 use anyhow::Context;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
 use bourse_quotes::amqp::AmqpServer;
 use bourse_quotes::QuoteClient;
 use std::sync::Arc;
@@ -48,24 +47,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }),
         )
-        .route(
-            "/metrics",
-            get(move || std::future::ready(metrics.render())),
-        )
-        .merge(Router::new());
-    let addr = config
-        .http_addr
-        .clone()
-        .unwrap_or_else(|| DEFAULT_ADDR.into());
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+        .route("/metrics", metrics_endpoint(metrics));
+    let listener = listen(&config, DEFAULT_ADDR).await?;
     info!(addr = %listener.local_addr()?, amqp = amqp.is_some(), queue = %config.quote_queue, "bourse quote-service listening");
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        signal.cancel();
-    });
+    cancel_on_signal(&shutdown);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;

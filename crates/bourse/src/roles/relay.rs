@@ -3,7 +3,7 @@
 //! `BOURSE_EXCHANGE_URL` over HTTP), publishes order events to RabbitMQ when `BOURSE_AMQP_URL` is
 //! set, keeps the outbox gauges current, and serves health and metrics.
 
-use super::{connect, redact, shutdown_signal};
+use super::{cancel_on_signal, connect, listen, metrics_endpoint, redact};
 use crate::config::Config;
 use crate::telemetry;
 use anyhow::Context;
@@ -120,23 +120,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .route("/_healthcheck", get(database_check))
         .route("/readyz", get(database_check))
         .with_state(store.clone())
-        .route(
-            "/metrics",
-            get(move || std::future::ready(metrics.render())),
-        );
-    let addr = config
-        .http_addr
-        .clone()
-        .unwrap_or_else(|| DEFAULT_ADDR.into());
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+        .route("/metrics", metrics_endpoint(metrics));
+    let listener = listen(&config, DEFAULT_ADDR).await?;
     info!(addr = %listener.local_addr()?, "bourse relay listening");
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        signal.cancel();
-    });
+    cancel_on_signal(&shutdown);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;

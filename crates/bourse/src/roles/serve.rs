@@ -6,7 +6,7 @@
 //! and the database.
 
 use super::quotes;
-use super::{connect, redact, shutdown_signal};
+use super::{cancel_on_signal, connect, listen, redact};
 use crate::config::Config;
 use crate::telemetry;
 use anyhow::Context;
@@ -23,7 +23,6 @@ use bourse_store::Store;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -136,20 +135,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ctx.events.subscribe(),
         shutdown.clone(),
     );
-    let addr = config
-        .http_addr
-        .clone()
-        .unwrap_or_else(|| DEFAULT_ADDR.into());
-    let listener = TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = listen(&config, DEFAULT_ADDR).await?;
     info!(addr = %listener.local_addr()?, "bourse serve listening");
-
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        signal.cancel();
-    });
+    cancel_on_signal(&shutdown);
     // The peer address is what anonymous callers are counted by (unless a proxy header is set).
     let app = bourse_api::app(ctx).into_make_service_with_connect_info::<SocketAddr>();
     let server =

@@ -1,6 +1,6 @@
 //! `bourse streamer`: publishes simulated ticks to MQTT, and serves health and metrics.
 
-use super::shutdown_signal;
+use super::{cancel_on_signal, metrics_endpoint};
 use crate::config::Config;
 use crate::telemetry;
 use axum::routing::get;
@@ -35,25 +35,17 @@ pub async fn run(config: Config, opts: Options) -> anyhow::Result<()> {
         .unwrap_or_else(|| "mqtt://127.0.0.1:1883".into())
         .parse()?;
     let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        signal.cancel();
-    });
+    cancel_on_signal(&shutdown);
 
     // Health and metrics for orchestrators.
     let addr = config
         .http_addr
         .clone()
         .unwrap_or_else(|| DEFAULT_ADDR.into());
-    let metrics_handle = handle.clone();
     let app = Router::new()
         .route("/_healthcheck", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(move || std::future::ready(metrics_handle.render())),
-        );
+        .route("/metrics", metrics_endpoint(handle.clone()));
     match tokio::net::TcpListener::bind(&addr).await {
         Ok(listener) => {
             let stop = shutdown.clone();
