@@ -34,12 +34,11 @@ use axum::Router;
 use bourse_domain::bar::MAX_SYMBOL_LEN;
 use bourse_domain::indicators::{BollingerPoint, IndicatorPoint, MacdPoint};
 use bourse_domain::money::as_number;
-use bourse_domain::tick::parse_timestamp;
 use bourse_domain::{
     resample, Frequency, Indicator, IndicatorSeries, Ohlcv, Resample, ResampledBar, SeriesKind,
 };
 use bourse_store::bars::{PushDown, SeriesBar};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -92,8 +91,8 @@ impl SeriesSpec {
                 Resample::parse(f, i).map_err(|e| ApiError::BadRequest(format!("invalid `{}`: {e}", if matches!(e, bourse_domain::ResampleError::InvalidInterval) { "interval" } else { "frequency" })))?,
             ),
         };
-        let start = bound("start", start, false)?;
-        let end = bound("end", end, true)?;
+        let start = super::time_bound("start", start.map(str::trim), false)?;
+        let end = super::time_bound("end", end.map(str::trim), true)?;
         if let (Some(s), Some(e)) = (start, end) {
             if s > e {
                 return Err(ApiError::BadRequest("`start` is after `end`".into()));
@@ -110,29 +109,6 @@ impl SeriesSpec {
     fn key(&self) -> String {
         format!("{:?}|{:?}|{:?}", self.resample, self.start, self.end)
     }
-}
-
-/// A date is its first instant as `start` and its last as `end`; timestamps are taken as given.
-fn bound(
-    field: &str,
-    raw: Option<&str>,
-    end_of_day: bool,
-) -> Result<Option<DateTime<Utc>>, ApiError> {
-    let Some(raw) = raw else { return Ok(None) };
-    let raw = raw.trim();
-    if let Ok(date) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        let t = if end_of_day {
-            date.and_hms_micro_opt(23, 59, 59, 999_999)
-        } else {
-            date.and_hms_opt(0, 0, 0)
-        };
-        return Ok(t.map(|t| t.and_utc()));
-    }
-    parse_timestamp(raw).map(Some).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "invalid `{field}`: expected YYYY-MM-DD or an RFC 3339 timestamp"
-        ))
-    })
 }
 
 /// Bars of a symbol, raw or resampled.

@@ -10,11 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bourse_domain::money::as_number;
-use bourse_domain::tick::parse_timestamp;
 use bourse_domain::{Analysis, NewAnalysis, TargetType};
 use bourse_feed::FeedEvent;
 use bourse_store::feed::{StockDetail, StockRow};
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{Stream, StreamExt};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -213,26 +212,6 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-/// Parses a bound: a date means its first instant (`from`) or its last (`to`).
-fn bound(
-    field: &str,
-    raw: Option<&str>,
-    end_of_day: bool,
-) -> Result<Option<DateTime<Utc>>, ApiError> {
-    let Some(raw) = raw else { return Ok(None) };
-    if let Ok(date) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        let t = if end_of_day {
-            date.and_hms_micro_opt(23, 59, 59, 999_999)
-        } else {
-            date.and_hms_opt(0, 0, 0)
-        };
-        return Ok(t.map(|t| t.and_utc()));
-    }
-    parse_timestamp(raw)
-        .map(Some)
-        .ok_or_else(|| ApiError::BadRequest(format!("{field} must be RFC 3339 or YYYY-MM-DD")))
-}
-
 /// A stock's ticks, newest first.
 #[utoipa::path(get, path = "/stocks/{stock_id}/ticks", tag = "stocks",
     params(("stock_id" = Uuid, Path), TicksQuery),
@@ -249,8 +228,8 @@ pub async fn ticks(
             "limit must be between 1 and 1000".into(),
         ));
     }
-    let from = bound("from", q.from.as_deref(), false)?;
-    let to = bound("to", q.to.as_deref(), true)?;
+    let from = super::time_bound("from", q.from.as_deref(), false)?;
+    let to = super::time_bound("to", q.to.as_deref(), true)?;
     if ctx.store.get_stock(id).await?.is_none() {
         return Err(ApiError::StockNotFound);
     }
