@@ -66,6 +66,7 @@ cpu_ticks() { # pid... -> user + system CPU ticks used so far by these processes
   echo "$total"
 }
 
-cpu_us_per_request() { # ticks requests -> CPU microseconds per request
-  awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "-" }'
+cpu_us_per_request() { # ticks requests [decimals] -> CPU microseconds per request
+  awk -v t="$1" -v n="$2" -v d="${3:-0}" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { if (n > 0) printf "%." d "f", t * 1e6 / hz / n; else print "-" }'
 }

@@ -32,9 +32,6 @@ export BOURSE_DATABASE_URL="$PG_URL" BOURSE_LOG=warn BOURSE_DEMO=false BOURSE_RE
 "$BIN" migrate >/dev/null
 prefix="bourse:quota:bench-$$:"
 redis_pid="$(redis-cli -u "$REDIS" info server | tr -d '\r' | awk -F: '$1 == "process_id" {print $2}')"
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; } # utime + stime
-hz="$(getconf CLK_TCK)"
-us_per_request() { awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "-" }'; }
 drop_keys() { redis-cli -u "$REDIS" --scan --pattern "${prefix}*" | xargs -r -n 1000 redis-cli -u "$REDIS" del >/dev/null; }
 script_calls() { # EVALSHA + EVAL calls Redis has served so far
   redis-cli -u "$REDIS" info commandstats | tr -d '\r' |
@@ -55,12 +52,12 @@ run() { # callers(one|many) label limit [redis_url]
   pids+=("$pid")
   wait_http "http://127.0.0.1:$port/readyz"
   curl -sf "http://127.0.0.1:$port/stocks" >/dev/null
-  api0="$(ticks "$pid")"
-  redis0="$(ticks "$redis_pid")"
+  api0="$(cpu_ticks "$pid")"
+  redis0="$(cpu_ticks "$redis_pid")"
   calls0="$(script_calls)"
   wrk -t2 -c64 -d"${SECS}s" --latency "${script[@]}" "http://127.0.0.1:$port/stocks" >"$out"
-  api1="$(ticks "$pid")"
-  redis1="$(ticks "$redis_pid")"
+  api1="$(cpu_ticks "$pid")"
+  redis1="$(cpu_ticks "$redis_pid")"
   calls1="$(script_calls)"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
@@ -70,7 +67,7 @@ run() { # callers(one|many) label limit [redis_url]
   redis_us="-"
   per_req="-"
   if [ -n "${4:-}" ]; then
-    redis_us="$(us_per_request $((redis1 - redis0)) "$requests")"
+    redis_us="$(cpu_us_per_request $((redis1 - redis0)) "$requests" 1)"
     per_req="$(awk -v c=$((calls1 - calls0)) -v n="$requests" 'BEGIN { printf "%.3f", c / n }')"
   fi
   if [ "$2" = off ]; then
@@ -81,7 +78,7 @@ run() { # callers(one|many) label limit [redis_url]
   fi
   printf '| %-7s | %-6s | %10s | %8s | %8s | %7s | %7s | %14s | %16s | %15s |\n' "$1" "$2" "$rps" \
     "$(awk '$1 == "50%" {print $2}' "$out")" "$(awk '$1 == "99%" {print $2}' "$out")" \
-    "${non2xx:-0}" "$cost" "$(us_per_request $((api1 - api0)) "$requests")" "$redis_us" "$per_req"
+    "${non2xx:-0}" "$cost" "$(cpu_us_per_request $((api1 - api0)) "$requests" 1)" "$redis_us" "$per_req"
 }
 
 echo
