@@ -301,11 +301,23 @@
   // `RateLimit-*` headers last reported it. Live data comes over the stream, which is not
   // counted; the periodic refreshes of the snapshot and of the bars are paced so that a page
   // left open all day stays within the quota (see `refreshDelay`).
-  const quota = { remaining: null, windowMs: 86400000, retryAt: 0 };
+  const quota = { remaining: null, windowMs: 86400000, retryAt: 0, notedAt: 0 };
 
-  function noteQuota(r) {
+  /**
+   * Takes the quota from a response to a request sent at `sentAt`. Answers to requests that were
+   * in flight together may arrive in another order than the server counted them; among those
+   * the lowest count is the latest. A request sent after the last noted answer arrived was
+   * counted after everything noted so far, so its count stands (it may be higher again once
+   * old requests left the rolling window).
+   */
+  function noteQuota(r, sentAt) {
     const remaining = r.headers.get('RateLimit-Remaining');
-    if (remaining !== null && remaining !== '') quota.remaining = Number(remaining);
+    if (remaining !== null && remaining !== '') {
+      const value = Number(remaining);
+      const overlapping = quota.remaining !== null && sentAt < quota.notedAt;
+      quota.remaining = overlapping ? Math.min(quota.remaining, value) : value;
+      quota.notedAt = Math.max(quota.notedAt, performance.now());
+    }
     const policy = /w=(\d+)/.exec(r.headers.get('RateLimit-Policy') || '');
     if (policy) quota.windowMs = Number(policy[1]) * 1000;
     if (r.status === 429) {
@@ -330,8 +342,9 @@
   }
 
   async function getJSON(path) {
+    const sentAt = performance.now();
     const r = await fetch(path, { headers: { Accept: 'application/json' } });
-    noteQuota(r);
+    noteQuota(r, sentAt);
     if (!r.ok) {
       const err = new Error(`${path} answered ${r.status}`);
       err.status = r.status;
