@@ -190,7 +190,7 @@ async fn batcher(rpc: Arc<Rpc>, mut jobs: mpsc::Receiver<Job>) {
 
 impl Rpc {
     /// Sends one message for `batch` and hands each call its reply (or the failure).
-    async fn send_batch(&self, batch: Vec<Job>) {
+    async fn send_batch(&self, mut batch: Vec<Job>) {
         let body = if let [job] = batch.as_slice() {
             serde_json::to_vec(&job.request)
         } else {
@@ -218,7 +218,6 @@ impl Rpc {
                 return fail(batch, &e);
             }
         };
-        let mut batch = batch;
         if batch.len() == 1 {
             if let Some(job) = batch.pop() {
                 let _ = job.reply.send(Ok(reply));
