@@ -7,7 +7,7 @@
 //! from `/login`; `Token` looks an API key up by its hash (see [`crate::api_key`]).
 //!
 //! When quotas or the request log are on, the credentials are resolved once per request, before
-//! the handler, by [`crate::caller::identify`] (both need to know who is calling); the extractors
+//! the handler, by the [`crate::gate`] (both need to know who is calling); the extractors
 //! here then reuse that [`Credential`] instead of checking again.
 
 use crate::api_key;

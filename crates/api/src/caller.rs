@@ -1,6 +1,6 @@
 //! Who is calling: the client address and the resolved credentials, found once per request by
-//! [`identify`] for the quota layer (anonymous callers are counted per address, authenticated
-//! ones per user) and the request log (which names the user).
+//! the [`crate::gate`] for the quota (anonymous callers are counted per address, authenticated
+//! ones per user), the request log (which names the user) and the auth extractors.
 //!
 //! The client address is the socket's peer address. Behind a reverse proxy every request comes
 //! from the proxy, so an operator can name a header the proxy sets (`X-Forwarded-For`,
@@ -8,16 +8,12 @@
 //! (earlier entries come from the client and can be forged). Never configure a header that
 //! clients can reach the service without passing through that proxy.
 
-use crate::auth::{self, Credential};
-use crate::ApiContext;
-use axum::extract::{ConnectInfo, OriginalUri, Request, State};
+use crate::auth::Credential;
+use axum::extract::{OriginalUri, Request};
 use axum::http::header::InvalidHeaderName;
-use axum::http::{HeaderMap, HeaderName};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{Extensions, HeaderMap, HeaderName, Uri};
 use bourse_store::users::User;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// How the request log names a caller without valid credentials (the seed's Django name).
 pub const ANONYMOUS: &str = "AnonymousUser";
@@ -111,18 +107,44 @@ fn parse_addr(text: &str) -> Option<IpAddr> {
     text.parse::<SocketAddr>().ok().map(|s| s.ip())
 }
 
-/// The quota key of an address. An IPv6 client usually holds a whole /64 and can pick any
-/// address in it, so IPv6 addresses are counted by their /64 network.
-pub fn address_key(ip: Option<IpAddr>) -> String {
-    match ip.map(|ip| ip.to_canonical()) {
-        Some(IpAddr::V4(v4)) => v4.to_string(),
-        Some(IpAddr::V6(v6)) => {
-            let s = v6.segments();
-            let network = Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
-            format!("{network}/64")
+/// The quota identity of a client address. An IPv6 client usually holds a whole /64 and can
+/// pick any address in it, so IPv6 addresses are counted by their /64 network. A plain value
+/// (no allocation), written as [`address_key`] spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddrKey {
+    V4(Ipv4Addr),
+    /// The /64 network (the address with its last 64 bits zero).
+    V6(Ipv6Addr),
+    /// No address known (a server run without connection info, as in-process tests do).
+    Unknown,
+}
+
+impl AddrKey {
+    pub fn of(ip: Option<IpAddr>) -> AddrKey {
+        match ip.map(|ip| ip.to_canonical()) {
+            Some(IpAddr::V4(v4)) => AddrKey::V4(v4),
+            Some(IpAddr::V6(v6)) => {
+                let s = v6.segments();
+                AddrKey::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            None => AddrKey::Unknown,
         }
-        None => "unknown".into(),
     }
+}
+
+impl std::fmt::Display for AddrKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AddrKey::V4(v4) => write!(f, "{v4}"),
+            AddrKey::V6(network) => write!(f, "{network}/64"),
+            AddrKey::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+/// The quota key of an address: `192.0.2.1`, `2001:db8:1:2::/64` or `unknown`.
+pub fn address_key(ip: Option<IpAddr>) -> String {
+    AddrKey::of(ip).to_string()
 }
 
 /// Operational paths that are never counted against a quota nor logged as API requests (SPEC):
@@ -148,25 +170,14 @@ pub fn is_untracked(path: &str) -> bool {
 
 /// The path the client asked for (before any nesting stripped a prefix), without query.
 pub fn request_path(req: &Request) -> &str {
-    req.extensions()
-        .get::<OriginalUri>()
-        .map_or_else(|| req.uri().path(), |uri| uri.0.path())
+    path_of(req.uri(), req.extensions())
 }
 
-/// Middleware: puts the request's [`Caller`] in its extensions (tracked paths only).
-pub async fn identify(State(ctx): State<Arc<ApiContext>>, req: Request, next: Next) -> Response {
-    if is_untracked(request_path(&req)) {
-        return next.run(req).await;
-    }
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
-    let addr = ctx.client_addr.client_ip(req.headers(), peer);
-    let (mut parts, body) = req.into_parts();
-    let credential = auth::resolve(&parts, &ctx).await;
-    parts.extensions.insert(Caller { addr, credential });
-    next.run(Request::from_parts(parts, body)).await
+/// [`request_path`] from a request's parts.
+pub fn path_of<'a>(uri: &'a Uri, extensions: &'a Extensions) -> &'a str {
+    extensions
+        .get::<OriginalUri>()
+        .map_or_else(|| uri.path(), |original| original.0.path())
 }
 
 #[cfg(test)]

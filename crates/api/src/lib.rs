@@ -8,6 +8,7 @@ pub mod caller;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod gate;
 pub mod http_metrics;
 pub mod jwt;
 pub mod openapi;
@@ -34,10 +35,9 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// The complete application: every route at its SPEC path and again under `/api/v1`; operations,
 /// docs and the dashboard (`GET /`) at the root only.
 ///
-/// Around the routes, innermost first: the quota layer (429 before the handler runs), the
-/// request log, and the caller middleware that resolves the client address and credentials
-/// once for both (installed only when one of them is on); then metrics, timeout, body limit,
-/// panic guard and tracing.
+/// Around the routes, innermost first: the [`gate`] (who is calling, the request log line, the
+/// quota: 429 before the handler runs; installed only when quotas or the log are on), then
+/// metrics, timeout, body limit, panic guard and tracing.
 pub fn app(ctx: ApiContext) -> Router {
     let api = routes::router();
     let mut router = Router::new()
@@ -47,21 +47,8 @@ pub fn app(ctx: ApiContext) -> Router {
         .merge(openapi::docs())
         .merge(dashboard::router())
         .fallback(routes::not_found);
-    if let Some(quota) = &ctx.quota {
-        router = router.layer(quota::QuotaLayer::new(quota.clone()));
-    }
-    if let Some(log) = &ctx.request_log {
-        router = router.layer(axum::middleware::from_fn_with_state(
-            log.clone(),
-            request_log::record,
-        ));
-    }
     if ctx.quota.is_some() || ctx.request_log.is_some() {
-        // Behind an `Arc`: the middleware's state is cloned for every request.
-        router = router.layer(axum::middleware::from_fn_with_state(
-            std::sync::Arc::new(ctx.clone()),
-            caller::identify,
-        ));
+        router = router.layer(gate::GateLayer::new(ctx.clone()));
     }
     router
         .layer(axum::middleware::from_fn(http_metrics::track))

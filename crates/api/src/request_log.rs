@@ -8,16 +8,12 @@
 //! username, else `AnonymousUser`. Health, metrics, docs and the live stream are not logged
 //! ([`crate::caller::is_untracked`]); throttled and unauthorised requests are.
 //!
-//! Nothing here blocks a request: the middleware formats the line and offers it to a bounded
+//! Nothing here blocks a request: the [`crate::gate`] formats the line and offers it to a bounded
 //! channel (`try_send`); a dedicated thread writes the lines, flushes whenever the channel runs
 //! empty, and rotates the file by size (`apicalls.log` → `apicalls.log.1` → … → `.N`, the
 //! oldest dropped). If the disk is too slow and the channel fills up, lines are dropped and
 //! counted in `bourse_request_log_dropped_total` instead of slowing the API down.
 
-use crate::caller::{is_untracked, request_path, Caller, ANONYMOUS};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use chrono::{DateTime, Utc};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -134,19 +130,6 @@ fn write_lines(mut file: RotatingFile, mut rx: mpsc::Receiver<String>) {
     file.flush();
 }
 
-/// Middleware: logs the request (tracked paths only) before handing it on.
-pub async fn record(State(log): State<RequestLog>, req: Request, next: Next) -> Response {
-    let path = request_path(&req);
-    if !is_untracked(path) {
-        let who = req
-            .extensions()
-            .get::<Caller>()
-            .map_or(ANONYMOUS, Caller::log_name);
-        log.record(format_line(Utc::now(), req.method().as_str(), path, who));
-    }
-    next.run(req).await
-}
-
 /// An append-only file rotated by size. Write errors are logged and the line counted as
 /// dropped; the file is reopened on the next line.
 struct RotatingFile {
@@ -249,6 +232,7 @@ fn rename_if_present(from: &Path, to: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caller::ANONYMOUS;
     use chrono::TimeZone;
 
     #[test]

@@ -3,7 +3,7 @@
 //! tests run in parallel without touching each other's (or production's) keys.
 
 use bourse_api::quota::redis::RedisCounter;
-use bourse_api::quota::window::{Decision, Usage};
+use bourse_api::quota::window::{bucket_of, expiry, BucketLog, Decision, Usage};
 use bourse_api::quota::{Quota, QuotaConfig, Subject};
 use redis::AsyncCommands;
 
@@ -36,6 +36,28 @@ fn admitted_slots(usages: &[Usage]) -> Vec<u64> {
     used
 }
 
+/// The requests a caller's list counts: its newest entry's running total less the one before
+/// its oldest bucket, which must also be the sum of its buckets' counts.
+async fn counted(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
+    let entries: Vec<String> = conn.lrange(key, 0, -1).await.unwrap();
+    let fields = |entry: &String| -> Vec<u64> {
+        entry
+            .split(':')
+            .map(|f| f.parse().unwrap_or_else(|_| panic!("a number in {entry}")))
+            .collect()
+    };
+    let newest = fields(entries.last().expect("a log"));
+    assert_eq!(newest.len(), 6, "bucket:count:total:oldest:base:expiry");
+    let oldest = fields(&entries[0]);
+    assert_eq!(
+        newest[3], oldest[0],
+        "the newest entry names the oldest bucket"
+    );
+    let sum: u64 = entries.iter().map(|entry| fields(entry)[1]).sum();
+    assert_eq!(newest[2] - newest[4], sum);
+    sum
+}
+
 async fn redis_now_ms(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
     let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await.unwrap();
     secs * 1000 + micros / 1000
@@ -65,10 +87,18 @@ async fn two_replicas_never_admit_more_than_the_limit() {
     assert!(usages.iter().filter(|u| !u.admitted).all(|u| u.used == 50));
 
     let mut conn = admin().await;
-    let members: u64 = conn.zcard(&key).await.unwrap();
-    assert_eq!(members, 50, "refused requests are not recorded");
+    assert_eq!(
+        counted(&mut conn, &key).await,
+        50,
+        "refused requests are not recorded"
+    );
     let ttl: i64 = conn.pttl(&key).await.unwrap();
-    assert!(ttl > 0 && ttl <= DAY_MS, "the key expires: {ttl}");
+    // A day and a second after its newest bucket began, and a 24th of a day of slack (the
+    // expiry is moved once per slack, not on every check).
+    assert!(
+        ttl > DAY_MS && ttl <= DAY_MS + 1000 + DAY_MS / 24,
+        "the key expires: {ttl}"
+    );
     let _: () = conn.del(&key).await.unwrap();
 }
 
@@ -95,10 +125,11 @@ async fn checks_that_arrive_together_share_one_call_with_the_same_answers() {
     // The hot caller takes the 50 slots one after the other and its 10 others are refused until
     // the first admission leaves the window: the answers of 60 checks one by one at one instant.
     let now = hot_usages[0].now_ms;
+    let first_expiry = expiry(bucket_of(now, 1000), 1000, DAY_MS);
     assert!(hot_usages
         .iter()
         .chain(&cold_usages)
-        .all(|u| u.now_ms == now && u.release_at_ms == Some(now)));
+        .all(|u| u.now_ms == now && u.release_at_ms == Some(first_expiry)));
     assert_eq!(admitted_slots(&hot_usages), (1..=50).collect::<Vec<u64>>());
     let refused: Vec<_> = hot_usages.iter().filter(|u| !u.admitted).collect();
     assert_eq!(refused.len(), 10);
@@ -118,46 +149,113 @@ async fn checks_that_arrive_together_share_one_call_with_the_same_answers() {
     assert_eq!(refused.len(), 5);
     assert!(refused
         .iter()
-        .all(|u| u.used == 50 && u.release_at_ms == Some(now)));
+        .all(|u| u.used == 50 && u.release_at_ms == Some(first_expiry)));
 
     let mut conn = admin().await;
-    for (key, members) in [(&hot, 50u64), (&cold, 50)] {
-        let stored: u64 = conn.zcard(key).await.unwrap();
-        assert_eq!(stored, members, "one member per admitted request");
+    for key in [&hot, &cold] {
+        assert_eq!(counted(&mut conn, key).await, 50, "every admission counted");
         let _: () = conn.del(key).await.unwrap();
     }
 }
 
 #[tokio::test]
-async fn requests_leave_the_window_a_day_after_they_were_admitted() {
+async fn requests_leave_the_window_a_day_after_their_second() {
     let key = unique_key("user:x");
     let mut conn = admin().await;
     let now = redis_now_ms(&mut conn).await;
-    // Three earlier requests: one just over a day ago (gone), two within the day.
-    let _: () = redis::cmd("ZADD")
-        .arg(&key)
-        .arg(now - DAY_MS - 1)
-        .arg("old")
-        .arg(now - 3_600_000)
-        .arg("an-hour-ago")
-        .arg(now - 60_000)
-        .arg("a-minute-ago")
-        .query_async(&mut conn)
+    // Three earlier requests: one a day and two seconds ago (gone), two within the day.
+    let old = bucket_of(now - DAY_MS - 2000, 1000);
+    let hour = bucket_of(now - 3_600_000, 1000);
+    let minute = bucket_of(now - 60_000, 1000);
+    // The newest entry also names the oldest bucket, the running total before it and the
+    // key's expiry.
+    let key_expiry = expiry(minute, 1000, DAY_MS) + 3_600_000;
+    let _: () = conn
+        .rpush(
+            &key,
+            vec![
+                format!("{old}:1:1"),
+                format!("{hour}:1:2"),
+                format!("{minute}:1:3:{old}:0:{key_expiry}"),
+            ],
+        )
         .await
         .unwrap();
     let counter = RedisCounter::connect(&redis_url()).unwrap();
     let usage = counter.attempt(&key, 3, DAY_MS).await.unwrap();
     assert!(usage.admitted);
     assert_eq!(usage.used, 3);
+    assert_eq!(usage.release_at_ms, Some(expiry(hour, 1000, DAY_MS)));
     let refused = counter.attempt(&key, 3, DAY_MS).await.unwrap();
     assert!(!refused.admitted);
-    assert_eq!(refused.release_at_ms, Some(now - 3_600_000));
+    assert_eq!(refused.release_at_ms, Some(expiry(hour, 1000, DAY_MS)));
     let decision = Decision::new(3, DAY_MS, refused);
-    let expected = (DAY_MS - 3_600_000 - (refused.now_ms - now)) as f64 / 1000.0;
+    let expected = (expiry(hour, 1000, DAY_MS) - refused.now_ms) as f64 / 1000.0;
     assert_eq!(decision.retry_after(), expected.ceil() as u64);
-    assert!((82_790..=82_800).contains(&decision.retry_after()));
-    let old: Option<f64> = conn.zscore(&key, "old").await.unwrap();
-    assert_eq!(old, None, "pruned");
+    assert!((82_790..=82_801).contains(&decision.retry_after()));
+    let head: String = conn.lindex(&key, 0).await.unwrap();
+    assert_eq!(
+        head,
+        format!("{hour}:1:2"),
+        "the expired bucket was dropped"
+    );
+    assert_eq!(counted(&mut conn, &key).await, 3);
+    let _: () = conn.del(&key).await.unwrap();
+}
+
+/// The script against [`BucketLog`], the rule it implements, at the instants Redis reports:
+/// random batches of random sizes under limits that change (so windows fill, buckets expire
+/// and a lowered limit waits for several buckets), with a 300 ms window counted in
+/// milliseconds so that everything happens within the test.
+#[tokio::test(flavor = "current_thread")]
+async fn the_script_follows_the_bucket_rule() {
+    use rand::{Rng, SeedableRng};
+    let key = unique_key("anon:198.51.100.99");
+    let window = 300;
+    let counter = RedisCounter::connect(&redis_url()).unwrap();
+    let mut model = BucketLog::default();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let (mut admitted, mut refused) = (0, 0);
+    for round in 0..120 {
+        let limit = rng.gen_range(1..=40u64);
+        let n = rng.gen_range(1..=12usize);
+        let usages: Vec<Usage> =
+            futures::future::join_all((0..n).map(|_| counter.attempt(&key, limit, window)))
+                .await
+                .into_iter()
+                .map(|r| r.expect("Redis answers"))
+                .collect();
+        for (i, usage) in usages.iter().enumerate() {
+            assert_eq!(
+                *usage,
+                model.attempt(usage.now_ms, window, limit),
+                "round {round}, request {i} of {n}, limit {limit}"
+            );
+            if usage.admitted {
+                admitted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(rng.gen_range(0..25))).await;
+    }
+    assert!(admitted > 100 && refused > 100, "{admitted} / {refused}");
+    let mut conn = admin().await;
+    let _: () = conn.del(&key).await.unwrap();
+}
+
+/// A key left by an earlier version (a sorted set per caller) does not fail the checks: it is
+/// replaced by a fresh log.
+#[tokio::test]
+async fn a_key_of_the_earlier_format_is_replaced() {
+    let key = unique_key("anon:192.0.2.77");
+    let mut conn = admin().await;
+    let _: () = conn.zadd(&key, "member", 1).await.unwrap();
+    let counter = RedisCounter::connect(&redis_url()).unwrap();
+    let usage = counter.attempt(&key, 5, DAY_MS).await.expect("answered");
+    assert!(usage.admitted);
+    assert_eq!(usage.used, 1);
+    assert_eq!(counted(&mut conn, &key).await, 1);
     let _: () = conn.del(&key).await.unwrap();
 }
 
@@ -173,7 +271,7 @@ async fn the_quota_uses_its_prefix_and_limits_per_kind() {
     })
     .unwrap()
     .unwrap();
-    let anon = Subject::Anonymous("198.51.100.7".into());
+    let anon = Subject::address("198.51.100.7".parse().unwrap());
     let user = Subject::User(uuid::Uuid::new_v4());
     let mut admitted = Vec::new();
     for subject in [&anon, &anon, &anon, &user, &user, &user, &user] {
@@ -182,8 +280,7 @@ async fn the_quota_uses_its_prefix_and_limits_per_kind() {
     assert_eq!(admitted, [true, true, false, true, true, true, false]);
     let mut conn = admin().await;
     let anon_key = format!("{prefix}anon:198.51.100.7");
-    let members: u64 = conn.zcard(&anon_key).await.unwrap();
-    assert_eq!(members, 2);
+    assert_eq!(counted(&mut conn, &anon_key).await, 2);
     let keys: Vec<String> = conn.keys(format!("{prefix}*")).await.unwrap();
     assert_eq!(keys.len(), 2, "{keys:?}");
     for key in keys {

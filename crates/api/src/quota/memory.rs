@@ -2,9 +2,10 @@
 //! behind a load balancer a caller could get up to N times the quota, hence Redis for replicas.
 //! Also the fallback that keeps limits in force while Redis does not answer.
 
-use super::window::{SlidingLog, Usage};
+use super::window::{BucketLog, Usage};
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -20,27 +21,29 @@ const SWEEP_EVERY: u64 = 4096;
 /// the process queue on it).
 const SHARDS: usize = 16;
 
-type Logs = HashMap<String, SlidingLog>;
+type Logs<K> = HashMap<K, BucketLog>;
 
+/// Logs per key: a [`crate::quota::Subject`] in the API (a plain value, so a check allocates
+/// nothing), any string in tests.
 #[derive(Debug)]
-pub struct MemoryCounter {
+pub struct MemoryCounter<K = String> {
     /// Instants are milliseconds since this (a monotonic clock: only differences matter here).
     epoch: Instant,
     /// Which shard holds a key (fixed per counter).
     hasher: RandomState,
-    shards: Box<[Mutex<Logs>]>,
+    shards: Box<[Mutex<Logs<K>>]>,
     attempts: AtomicU64,
     /// The attempt that sweeps next (`u64::MAX` while one sweeps).
     next_sweep: AtomicU64,
 }
 
-impl Default for MemoryCounter {
+impl<K: Hash + Eq> Default for MemoryCounter<K> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl MemoryCounter {
+impl<K: Hash + Eq> MemoryCounter<K> {
     pub fn new() -> Self {
         Self {
             epoch: Instant::now(),
@@ -52,13 +55,21 @@ impl MemoryCounter {
     }
 
     /// Counts one request of `key` now.
-    pub fn attempt(&self, key: &str, limit: u64, window_ms: i64) -> Usage {
+    pub fn attempt<Q>(&self, key: &Q, limit: u64, window_ms: i64) -> Usage
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let now_ms = i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX);
         self.attempt_at(key, limit, window_ms, now_ms)
     }
 
     /// Counts one request of `key` at `now_ms` (milliseconds on this counter's clock).
-    pub fn attempt_at(&self, key: &str, limit: u64, window_ms: i64, now_ms: i64) -> Usage {
+    pub fn attempt_at<Q>(&self, key: &Q, limit: u64, window_ms: i64, now_ms: i64) -> Usage
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let attempt = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
         let due = self.next_sweep.load(Ordering::Acquire);
         if attempt >= due
@@ -98,7 +109,7 @@ impl MemoryCounter {
     }
 }
 
-fn lock(shard: &Mutex<Logs>) -> MutexGuard<'_, Logs> {
+fn lock<K>(shard: &Mutex<Logs<K>>) -> MutexGuard<'_, Logs<K>> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -108,17 +119,19 @@ mod tests {
 
     #[test]
     fn callers_are_counted_apart() {
-        let counter = MemoryCounter::new();
+        let counter = MemoryCounter::<String>::new();
         assert!(counter.attempt_at("a", 1, 1000, 0).admitted);
         assert!(!counter.attempt_at("a", 1, 1000, 10).admitted);
         assert!(counter.attempt_at("b", 1, 1000, 10).admitted);
-        assert!(counter.attempt_at("a", 1, 1000, 1000).admitted);
+        // A 1 s window counts in milliseconds: the request at 0 counts until 1.001 s.
+        assert!(!counter.attempt_at("a", 1, 1000, 1000).admitted);
+        assert!(counter.attempt_at("a", 1, 1000, 1001).admitted);
         assert_eq!(counter.tracked(), 2);
     }
 
     #[test]
     fn idle_callers_are_forgotten() {
-        let counter = MemoryCounter::new();
+        let counter = MemoryCounter::<String>::new();
         for i in 0..10 {
             counter.attempt_at(&format!("old-{i}"), 5, 1000, 0);
         }
@@ -131,7 +144,7 @@ mod tests {
 
     #[test]
     fn sweeps_come_less_often_when_there_are_more_callers_than_the_period() {
-        let counter = MemoryCounter::new();
+        let counter = MemoryCounter::<String>::new();
         for i in 0..6000 {
             counter.attempt_at(&format!("k{i}"), 5, 1000, 0);
         }
@@ -150,7 +163,7 @@ mod tests {
         );
 
         // Many live callers: the sweep at 8192 keeps 8191, so the next waits 8191 attempts.
-        let busy = MemoryCounter::new();
+        let busy = MemoryCounter::<String>::new();
         for i in 0..10_000 {
             busy.attempt_at(&format!("k{i}"), 5, 1000, 0);
         }
@@ -159,7 +172,7 @@ mod tests {
 
     #[test]
     fn threads_checking_one_caller_never_admit_more_than_the_limit() {
-        let counter = MemoryCounter::new();
+        let counter = MemoryCounter::<String>::new();
         let admitted: usize = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..4)
                 .map(|_| {
@@ -183,7 +196,7 @@ mod tests {
 
     #[test]
     fn the_real_clock_counts_too() {
-        let counter = MemoryCounter::new();
+        let counter = MemoryCounter::<String>::new();
         let first = counter.attempt("k", 2, 86_400_000);
         let second = counter.attempt("k", 2, 86_400_000);
         let third = counter.attempt("k", 2, 86_400_000);

@@ -1,7 +1,7 @@
 //! Per-day quotas (seed 004): anonymous callers per client address, authenticated callers per
-//! user, over a rolling day, enforced by the tower layer [`QuotaLayer`].
+//! user, over a rolling day, spent by the [`crate::gate`] in front of the routes.
 //!
-//! - [`window`]: the sliding-log rule and the header arithmetic (pure).
+//! - [`window`]: the rolling-day rule, counted per second, and the header arithmetic (pure).
 //! - [`memory`]: logs in this process (one replica), [`redis`]: logs in Redis (any number of
 //!   replicas; atomic; at most one round trip per request, the checks that arrive while a call
 //!   is in flight go together in the next).
@@ -18,16 +18,15 @@
 //! failure, requests go straight to the memory counter and one request per
 //! [`REDIS_RETRY`] probes Redis, so an outage costs no request more than one timeout.
 
-mod layer;
 pub mod memory;
 pub mod redis;
 pub mod window;
 
-pub use layer::{QuotaLayer, QuotaService};
-
-use crate::caller::{address_key, Caller};
+use crate::caller::{AddrKey, Caller};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use memory::MemoryCounter;
 use redis::RedisCounter;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -86,10 +85,10 @@ impl Default for QuotaConfig {
 }
 
 /// Whose quota a request spends.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Subject {
-    /// Per client address ([`address_key`]).
-    Anonymous(String),
+    /// Per client address (IPv6 per /64).
+    Anonymous(AddrKey),
     User(Uuid),
 }
 
@@ -98,8 +97,13 @@ impl Subject {
     pub fn of(caller: &Caller) -> Subject {
         match caller.user() {
             Some(user) => Subject::User(user.id),
-            None => Subject::Anonymous(address_key(caller.addr)),
+            None => Subject::Anonymous(AddrKey::of(caller.addr)),
         }
+    }
+
+    /// An anonymous caller at `ip`.
+    pub fn address(ip: IpAddr) -> Subject {
+        Subject::Anonymous(AddrKey::of(Some(ip)))
     }
 
     fn label(&self) -> &'static str {
@@ -111,10 +115,10 @@ impl Subject {
 }
 
 enum Backend {
-    Memory(MemoryCounter),
+    Memory(MemoryCounter<Subject>),
     Redis {
         redis: RedisCounter,
-        fallback: MemoryCounter,
+        fallback: MemoryCounter<Subject>,
         /// False after a failure, until a probe succeeds.
         healthy: AtomicBool,
         /// While unhealthy: when (ms since `started`) the next probe may go to Redis.
@@ -125,10 +129,35 @@ enum Backend {
 /// How often Redis is probed while it is failing.
 pub const REDIS_RETRY: Duration = Duration::from_secs(1);
 
-/// The quota checker the layer consults.
+static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+/// The headers that only depend on the kind of caller, made once.
+#[derive(Debug)]
+struct Fixed {
+    limit: HeaderValue,
+    /// `100;w=86400`
+    policy: HeaderValue,
+}
+
+impl Fixed {
+    fn new(limit: u64, window_ms: i64) -> Fixed {
+        let window_secs = u64::try_from(window_ms.max(0)).unwrap_or(0).div_ceil(1000);
+        Fixed {
+            limit: HeaderValue::from(limit),
+            policy: HeaderValue::try_from(format!("{limit};w={window_secs}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+        }
+    }
+}
+
+/// The quota checker the gate consults.
 pub struct Quota {
     anonymous: u64,
     user: u64,
+    fixed: [Fixed; 2],
     window_ms: i64,
     prefix: String,
     backend: Backend,
@@ -165,10 +194,15 @@ impl Quota {
             },
             None => Backend::Memory(MemoryCounter::new()),
         };
+        let window_ms = i64::try_from(config.window.as_millis()).unwrap_or(i64::MAX);
         Ok(Some(Quota {
             anonymous: config.anonymous,
             user: config.user,
-            window_ms: i64::try_from(config.window.as_millis()).unwrap_or(i64::MAX),
+            fixed: [
+                Fixed::new(config.anonymous, window_ms),
+                Fixed::new(config.user, window_ms),
+            ],
+            window_ms,
             prefix: config.redis_prefix.clone(),
             backend,
             started: Instant::now(),
@@ -191,12 +225,25 @@ impl Quota {
         }
     }
 
-    /// The counter key of a subject: `<prefix>anon:<address>` or `<prefix>user:<id>`.
+    /// The Redis key of a subject: `<prefix>anon:<address>` or `<prefix>user:<id>`.
     pub fn key(&self, subject: &Subject) -> String {
         match subject {
             Subject::Anonymous(addr) => format!("{}anon:{addr}", self.prefix),
             Subject::User(id) => format!("{}user:{id}", self.prefix),
         }
+    }
+
+    /// `RateLimit-Limit`, `-Remaining`, `-Reset` (seconds until the count drops) and `-Policy`
+    /// (`100;w=86400`), as in the IETF RateLimit header fields draft.
+    pub fn write_headers(&self, subject: &Subject, decision: &Decision, headers: &mut HeaderMap) {
+        let fixed = match subject {
+            Subject::Anonymous(_) => &self.fixed[0],
+            Subject::User(_) => &self.fixed[1],
+        };
+        headers.insert(LIMIT.clone(), fixed.limit.clone());
+        headers.insert(REMAINING.clone(), HeaderValue::from(decision.remaining));
+        headers.insert(RESET.clone(), HeaderValue::from(decision.reset_secs));
+        headers.insert(POLICY.clone(), fixed.policy.clone());
     }
 
     /// Counts one request of `subject`; `None` when its kind of caller is unlimited.
@@ -205,9 +252,8 @@ impl Quota {
         if limit == 0 {
             return None;
         }
-        let key = self.key(subject);
         let usage = match &self.backend {
-            Backend::Memory(counter) => counter.attempt(&key, limit, self.window_ms),
+            Backend::Memory(counter) => counter.attempt(subject, limit, self.window_ms),
             Backend::Redis {
                 redis,
                 fallback,
@@ -227,7 +273,7 @@ impl Quota {
                 let answer = if ask_redis {
                     match tokio::time::timeout(
                         redis::RESPONSE_TIMEOUT,
-                        redis.attempt(&key, limit, self.window_ms),
+                        redis.attempt(&self.key(subject), limit, self.window_ms),
                     )
                     .await
                     {
@@ -252,7 +298,7 @@ impl Quota {
                             self.warn(&error);
                         }
                         metrics::counter!(BACKEND_ERRORS).increment(1);
-                        fallback.attempt(&key, limit, self.window_ms)
+                        fallback.attempt(subject, limit, self.window_ms)
                     }
                 }
             }
@@ -330,7 +376,7 @@ mod tests {
         let user_subject = Subject::of(&valid);
         let anon_subject = Subject::of(&invalid);
         assert_eq!(user_subject, Subject::User(Uuid::nil()));
-        assert_eq!(anon_subject, Subject::Anonymous("192.0.2.1".into()));
+        assert_eq!(anon_subject, Subject::address("192.0.2.1".parse().unwrap()));
         assert_eq!(quota.limit(&user_subject), 1000);
         assert_eq!(quota.limit(&anon_subject), 100);
         assert_eq!(
@@ -344,7 +390,7 @@ mod tests {
     #[tokio::test]
     async fn an_unlimited_kind_is_not_counted() {
         let quota = Quota::new(&config(0, 1)).unwrap().unwrap();
-        let anon = Subject::Anonymous("x".into());
+        let anon = Subject::address("192.0.2.8".parse().unwrap());
         for _ in 0..3 {
             assert_eq!(quota.check(&anon).await, None);
         }
@@ -365,7 +411,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(quota.backend_name(), "redis");
-        let anon = Subject::Anonymous("192.0.2.9".into());
+        let anon = Subject::address("192.0.2.9".parse().unwrap());
         let verdicts: Vec<bool> = [
             quota.check(&anon).await,
             quota.check(&anon).await,

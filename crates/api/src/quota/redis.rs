@@ -1,6 +1,6 @@
-//! Quota logs in Redis, shared by every API replica: one sorted set per caller (members unique
-//! per request, scores the admission instants in ms), updated by one Lua script, so replicas can
-//! never both take the last slot.
+//! Quota logs in Redis, shared by every API replica: one list per caller, its buckets oldest
+//! first (see [`crate::quota::window`]), updated by one Lua script, so replicas can never both
+//! take the last slot.
 //!
 //! Requests are *batched* per replica (group commit): while [`IN_FLIGHT`] script calls are in
 //! flight, the checks that arrive wait, and the next call carries all of them at once, several
@@ -11,11 +11,21 @@
 //! is shared. Within the script each caller's requests are taken in their order of arrival at
 //! one instant, so the answers are exactly those of the same requests checked one by one.
 //!
+//! A list entry is `bucket:count:running total` (the running total counts every request the
+//! key has admitted, through that bucket); the newest entry also carries
+//! `:oldest bucket:running total before it:key expiry`. So the requests counted are the
+//! newest entry's running total less the one before the oldest bucket, and a check reads one
+//! entry and rewrites or appends one, whatever the limit; only when the oldest bucket has left
+//! the window does it read the new oldest one. The key's expiry is moved (at most once per
+//! 24th of the window) to a 24th of a window past its newest bucket's expiry. A key holds at
+//! most one entry per second of the day. Before this the log was a sorted set with a member
+//! per request, whose size, memory and update cost grew with the limit.
+//!
 //! The script reads the time from Redis (`TIME`), not from the replica, so replicas whose clocks
-//! disagree still share one window. Keys expire a window after their last admission, and a
-//! key never holds more than `limit` members (rejected requests are not recorded).
+//! disagree still share one window. A key expires when its newest bucket leaves the window. A
+//! key of another type (a sorted set left by an earlier version) is replaced by a fresh log.
 
-use super::window::Usage;
+use super::window::{bucket_ms, Usage};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, Script};
 use std::collections::HashMap;
@@ -24,51 +34,95 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// KEYS: the callers' sets. ARGV[1]: a prefix unique to this call (members are
-/// `<prefix>-<key index>-<n>`); then for each key `limit, window (ms), requests`.
-/// Returns `{now (ms)}` followed, for each key, by `{used before, admitted, oldest (ms, -1 when
-/// empty), release of the refused (ms, -1 when none were refused or the log is empty)}`; see
-/// [`crate::quota::window`] for the rule, which this mirrors.
+/// KEYS: the callers' lists. ARGV: for each key `limit, window (ms), bucket (ms), requests`.
+/// Returns `{now (ms)}` followed, for each key, by `{used before, admitted, the oldest bucket's
+/// expiry (ms, -1 when the log is empty), release of the refused (ms, -1 when none were refused
+/// or the log is empty)}`; this is [`crate::quota::window::BucketLog::attempt`]'s rule for
+/// `requests` requests at one instant.
 const SCRIPT: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {now}
 for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[3 * i - 1])
-  local window = tonumber(ARGV[3 * i])
-  local n = tonumber(ARGV[3 * i + 1])
-  -- The oldest entry first: only when it has left the window is there anything to prune (the
-  -- common case costs one call less), and it answers the admitted requests' release.
-  local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  if head[2] and tonumber(head[2]) <= now - window then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-    head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local limit = tonumber(ARGV[4 * i - 3])
+  local window = tonumber(ARGV[4 * i - 2])
+  local step = tonumber(ARGV[4 * i - 1])
+  local n = tonumber(ARGV[4 * i])
+  local slack = math.max(step, math.floor(window / 24))
+  local bucket = math.floor(now / step)
+  -- newest entry: tb tc ts (bucket, count, running total), hb (oldest bucket), base (running
+  -- total before it), exp (the key's expiry)
+  local tb, tc, ts, hb, base, exp
+  local tail = redis.pcall('LINDEX', key, -1)
+  if type(tail) == 'table' then
+    -- Not a list (a sorted set left by an earlier version): start over.
+    redis.call('DEL', key)
+    tail = false
+  end
+  if tail then
+    tb, tc, ts, hb, base, exp = string.match(tail, '^(%-?%d+):(%d+):(%d+):(%-?%d+):(%d+):(%d+)$')
+  end
+  if not hb then
+    -- A list of another format: start over.
+    if tail then redis.call('DEL', key) end
+    tail = false
+  else
+    tb, tc, ts = tonumber(tb), tonumber(tc), tonumber(ts)
+    hb, base, exp = tonumber(hb), tonumber(base), tonumber(exp)
+  end
+  local changed = false
+  while tail and (hb + 1) * step + window <= now do
+    redis.call('LPOP', key)
+    changed = true
+    local head = redis.call('LINDEX', key, 0)
+    if head then
+      local b, c, s = string.match(head, '^(%-?%d+):(%d+):(%d+)')
+      hb, base = tonumber(b), tonumber(s) - tonumber(c)
+    else
+      tail = false
+    end
   end
   local before = 0
-  if head[2] then before = redis.call('ZCARD', key) end
+  if tail then before = ts - base end
   local admitted = math.max(0, math.min(n, limit - before))
-  local first = 1
-  while first <= admitted do
-    -- ZADD in slices: unpack() is bounded by Lua's C stack.
-    local last = math.min(admitted, first + 499)
-    local args = {}
-    for m = first, last do
-      args[#args + 1] = now
-      args[#args + 1] = ARGV[1] .. '-' .. i .. '-' .. m
-    end
-    redis.call('ZADD', key, unpack(args))
-    first = last + 1
+  if admitted > 0 and tail and tb >= bucket then
+    tc, ts = tc + admitted, ts + admitted
+    redis.call('LSET', key, -1, string.format('%d:%d:%d:%d:%d:%d', tb, tc, ts, hb, base, exp))
+  elseif admitted > 0 then
+    local fresh = not tail
+    if fresh then hb, base, ts = bucket, 0, 0 end
+    tb, tc, ts = bucket, admitted, ts + admitted
+    local due = (bucket + 1) * step + window
+    local extend = fresh or due > exp
+    if extend then exp = due + slack end
+    redis.call('RPUSH', key, string.format('%d:%d:%d:%d:%d:%d', tb, tc, ts, hb, base, exp))
+    if extend then redis.call('PEXPIREAT', key, exp) end
+    tail = true
+  elseif changed and tail then
+    redis.call('LSET', key, -1, string.format('%d:%d:%d:%d:%d:%d', tb, tc, ts, hb, base, exp))
   end
-  if admitted > 0 then redis.call('PEXPIRE', key, window) end
-  local used = before + admitted
   local oldest = -1
-  if head[2] then oldest = tonumber(head[2]) elseif admitted > 0 then oldest = now end
+  if tail then oldest = (hb + 1) * step + window end
   local release = -1
-  if admitted < n then
-    local index = math.max(0, used - limit)
-    local entry = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
-    if entry[2] then release = tonumber(entry[2]) end
+  if admitted < n and tail then
+    -- The bucket whose expiry brings the count below the limit: the oldest, unless the limit
+    -- was lowered; then the list is read a slice at a time from its oldest entry.
+    local excess = before + admitted - limit
+    if excess <= 0 then release = oldest end
+    local from = 0
+    while release < 0 do
+      local slice = redis.call('LRANGE', key, from, from + 63)
+      if #slice == 0 then break end
+      for _, entry in ipairs(slice) do
+        local b, _, s = string.match(entry, '^(%-?%d+):(%d+):(%d+)')
+        if tonumber(s) - base > excess then
+          release = (tonumber(b) + 1) * step + window
+          break
+        end
+      end
+      from = from + 64
+    end
   end
   out[#out + 1] = before
   out[#out + 1] = admitted
@@ -82,10 +136,13 @@ return out
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 const CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Script calls in flight at once per replica. One would make every check wait for the call
-/// before it; a few keep the latency of one round trip at moderate load, and under heavy load
-/// the checks still pile up into large batches behind them.
-pub const IN_FLIGHT: usize = 4;
+/// Script calls in flight at once per replica. Each call costs Redis tens of microseconds
+/// whatever it carries (its script started, the reply written, system calls), so fewer calls
+/// with more checks each cost Redis less: on `bench/quota.sh`'s single hot caller, Redis used
+/// 2.6 s of CPU with four in flight, 2.1 s with two and 1.6 s with one, at about the same
+/// requests/s. One in flight would make every check wait behind whichever call is slow; two
+/// keep a check's wait to about one round trip while the other call is out.
+pub const IN_FLIGHT: usize = 2;
 
 /// What a waiting check receives: its usage, or the error that failed its whole batch.
 type Answer = Result<Usage, Arc<RedisError>>;
@@ -103,10 +160,8 @@ struct Shared {
     /// (which `Quota` lets through once a second while Redis fails).
     conn: Mutex<Option<MultiplexedConnection>>,
     script: Script,
-    /// Members are `<nonce>.<call>-<key>-<n>`: unique within this process by the call's sequence
-    /// number, across processes by the random nonce.
-    nonce: u64,
-    sequence: AtomicU64,
+    /// Script calls made.
+    calls: AtomicU64,
     queue: Mutex<Queue>,
 }
 
@@ -150,8 +205,7 @@ impl RedisCounter {
                 config,
                 conn: Mutex::new(None),
                 script: Script::new(SCRIPT),
-                nonce: rand::random(),
-                sequence: AtomicU64::new(0),
+                calls: AtomicU64::new(0),
                 queue: Mutex::new(Queue::default()),
             }),
         })
@@ -206,7 +260,7 @@ impl RedisCounter {
 
     /// Script calls made so far (each carries a batch of checks).
     pub fn calls(&self) -> u64 {
-        self.shared.sequence.load(Ordering::Relaxed)
+        self.shared.calls.load(Ordering::Relaxed)
     }
 }
 
@@ -269,18 +323,15 @@ impl Shared {
             }
         };
         let mut invocation = self.script.prepare_invoke();
-        invocation.arg(format!(
-            "{:x}.{:x}",
-            self.nonce,
-            self.sequence.fetch_add(1, Ordering::Relaxed)
-        ));
         for entry in entries {
             invocation
                 .key(&entry.key)
                 .arg(entry.limit)
                 .arg(entry.window_ms)
+                .arg(bucket_ms(entry.window_ms))
                 .arg(entry.waiters.len());
         }
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let answer: Result<Vec<i64>, RedisError> = invocation.invoke_async(&mut conn).await;
         if let Err(e) = &answer {
             if e.is_unrecoverable_error() || e.is_timeout() {
@@ -326,11 +377,11 @@ fn deliver(entries: Vec<Entry>, answer: &[i64]) {
 }
 
 /// The usages of `n` requests of one caller checked together, in order, from the script's row
-/// `[used before, admitted, oldest, release of the refused]`: the first `admitted` are admitted,
-/// each seeing the log as it was right after its own admission (its `used` one more than the
-/// previous one's, the oldest entry as its release); the others see the full log and the entry
-/// whose expiry lets one more in. Exactly [`crate::quota::window::SlidingLog::attempt`] applied
-/// to each request in turn at one instant.
+/// `[used before, admitted, oldest bucket's expiry, release of the refused]`: the first
+/// `admitted` are admitted, each seeing the log as it was right after its own admission (its
+/// `used` one more than the previous one's, the oldest bucket's expiry as its release); the
+/// others see the full log and the expiry that lets one more in. Exactly
+/// [`crate::quota::window::BucketLog::attempt`] applied to each request in turn at one instant.
 pub fn batch_usages(n: usize, row: [i64; 4], now_ms: i64) -> impl Iterator<Item = Usage> {
     let [before, admitted, oldest, release] = row;
     let before = u64::try_from(before).unwrap_or(0);
@@ -376,47 +427,39 @@ impl Drop for FlushGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quota::window::SlidingLog;
+    use crate::quota::window::{bucket_of, expiry, BucketLog};
 
     /// The batch's answers equal those of the same requests checked one by one, whatever the
     /// log held before and however many came together.
     #[test]
     fn a_batch_answers_as_its_requests_one_by_one() {
-        let window = 60_000;
+        let window = 86_400_000;
+        let step = bucket_ms(window);
         for limit in [1u64, 3, 5] {
             for earlier in 0..=6i64 {
                 for n in 1..=7usize {
-                    // The log before the batch (admitted every second before `now`).
-                    let mut log = SlidingLog::default();
+                    // The log before the batch: one attempt a second from 0 s.
+                    let mut log = BucketLog::default();
                     for t in 0..earlier {
-                        log.attempt(t * 1000, window, u64::MAX);
+                        log.attempt(t * 1000, window, limit);
                     }
-                    let now = 10_000;
+                    let now = 10_500;
                     let mut expected = Vec::new();
                     for _ in 0..n {
                         expected.push(log.attempt(now, window, limit));
                     }
-                    // What the script computes for this log: its row.
-                    let before = earlier as u64;
+                    // What the script answers for this log: its row. The limit never changed,
+                    // so the oldest bucket is also the one whose expiry lets one more in.
+                    let before = (earlier as u64).min(limit);
                     let admitted = n.min(limit.saturating_sub(before) as usize) as u64;
-                    let used = before + admitted;
-                    let oldest = if used == 0 {
-                        -1
-                    } else if before > 0 {
-                        0
-                    } else {
-                        now
-                    };
-                    let index = used.saturating_sub(limit) as i64;
-                    let release = if (admitted as usize) < n && (index as u64) < used {
-                        if index < earlier {
-                            index * 1000
-                        } else {
-                            now
-                        }
+                    let oldest = if before > 0 {
+                        expiry(0, step, window)
+                    } else if admitted > 0 {
+                        expiry(bucket_of(now, step), step, window)
                     } else {
                         -1
                     };
+                    let release = if (admitted as usize) < n { oldest } else { -1 };
                     let row = [before as i64, admitted as i64, oldest, release];
                     let got: Vec<Usage> = batch_usages(n, row, now).collect();
                     assert_eq!(
