@@ -3,9 +3,9 @@
 # from the in-memory read cache, so the layer's share of each request is as large as it gets) with
 # wrk at 64 connections, PostgreSQL, embedded feed, request log off:
 #   off     both limits 0: no layer at all
-#   memory  counters in this process (one sliding-day log per caller)
-#   redis   counters in Redis: batched script calls on one sorted set per caller (the checks
-#           that arrive while a call is in flight go together in the next one)
+#   memory  counters in this process (per caller, a day's counts per second)
+#   redis   counters in Redis: batched script calls on one list of per-second counts per
+#           caller (the checks that arrive while a call is in flight go together in the next)
 # for two kinds of traffic:
 #   one     all wrk connections come from 127.0.0.1: one caller, one hot key (a NAT or a proxy)
 #   many    each request names one of 65,536 client addresses in X-Forwarded-For
@@ -17,10 +17,14 @@
 # the script calls Redis counted per request: on this 2-core machine wrk, the API and Redis
 # share the cores, so Redis's own work shows up as lost requests/s, where in production it runs
 # on a machine of its own.
-# Usage: bench/quota.sh [SECONDS]
+# The modes take turns, ROUNDS times (off, memory, redis, off, memory, redis, ...), and each row
+# shows the median run of its mode: on a shared machine one run can be off by 10% either way,
+# and alternating spreads slow spells over all modes alike.
+# Usage: bench/quota.sh [SECONDS] [ROUNDS]
 # Needs: a release build (made if BOURSE_BIN is unset), wrk, PostgreSQL and Redis on 127.0.0.1.
 source "$(dirname "$0")/lib.sh"
 SECS="${1:-10}"
+ROUNDS="${2:-3}"
 REDIS="${BOURSE_BENCH_REDIS:-redis://127.0.0.1:6379}"
 LIMIT=1000000000
 build
@@ -38,9 +42,8 @@ script_calls() { # EVALSHA + EVAL calls Redis has served so far
     awk -F'[=,]' '/^cmdstat_eval(sha)?:/ { n += $2 } END { print n + 0 }'
 }
 
-off_rps=""
-run() { # callers(one|many) label limit [redis_url]
-  local port pid rps non2xx cost requests api0 api1 redis0 redis1 redis_us calls0 calls1 per_req
+run() { # callers(one|many) mode limit [redis_url] -> "rps p50 p99 non2xx api_us redis_us calls_per_req"
+  local port pid rps non2xx requests api0 api1 redis0 redis1 redis_us calls0 calls1 per_req
   local out="$work/wrk-$1-$2.txt" script=()
   [ "$1" = one ] || script=(-s "$(dirname "$0")/many-callers.lua")
   port="$(free_port)"
@@ -70,26 +73,38 @@ run() { # callers(one|many) label limit [redis_url]
     redis_us="$(cpu_us_per_request $((redis1 - redis0)) "$requests" 1)"
     per_req="$(awk -v c=$((calls1 - calls0)) -v n="$requests" 'BEGIN { printf "%.3f", c / n }')"
   fi
-  if [ "$2" = off ]; then
-    off_rps="$rps"
-    cost="—"
-  else
-    cost="$(awk -v off="$off_rps" -v x="$rps" 'BEGIN { printf "%.1f%%", (off - x) / off * 100 }')"
-  fi
-  printf '| %-7s | %-6s | %10s | %8s | %8s | %7s | %7s | %14s | %16s | %15s |\n' "$1" "$2" "$rps" \
-    "$(awk '$1 == "50%" {print $2}' "$out")" "$(awk '$1 == "99%" {print $2}' "$out")" \
-    "${non2xx:-0}" "$cost" "$(cpu_us_per_request $((api1 - api0)) "$requests" 1)" "$redis_us" "$per_req"
+  echo "$rps $(awk '$1 == "50%" {print $2}' "$out") $(awk '$1 == "99%" {print $2}' "$out")" \
+    "${non2xx:-0} $(cpu_us_per_request $((api1 - api0)) "$requests" 1) $redis_us $per_req"
+}
+
+median_run() { # file of run lines -> the line with the median requests/s
+  sort -g -k1,1 "$1" | awk '{ line[NR] = $0 } END { print line[int((NR + 1) / 2)] }'
 }
 
 echo
-echo "Anonymous GET /stocks, wrk 64 connections, ${SECS}s each; cost = requests/s lost against"
-echo "the off run of the same callers"
+echo "Anonymous GET /stocks, wrk 64 connections, ${SECS}s a run, $ROUNDS runs a mode taken in"
+echo "turns; each row is its mode's median run; cost = requests/s lost against the off row"
 echo
-echo "| callers | quota  | requests/s | p50      | p99      | non-2xx | cost    | API CPU µs/req | Redis CPU µs/req | Redis calls/req |"
-echo "|---------|--------|------------|----------|----------|---------|---------|----------------|------------------|-----------------|"
+echo "| callers | quota  | requests/s | p50      | p99      | non-2xx | cost    | API CPU µs/req | Redis CPU µs/req | Redis calls/req | all runs, requests/s |"
+echo "|---------|--------|------------|----------|----------|---------|---------|----------------|------------------|-----------------|----------------------|"
 for callers in one many; do
-  run "$callers" off 0
-  run "$callers" memory "$LIMIT"
-  run "$callers" redis "$LIMIT" "$REDIS"
-  drop_keys
+  for round in $(seq "$ROUNDS"); do
+    run "$callers" off 0 >>"$work/$callers-off"
+    run "$callers" memory "$LIMIT" >>"$work/$callers-memory"
+    run "$callers" redis "$LIMIT" "$REDIS" >>"$work/$callers-redis"
+    drop_keys
+  done
+  off_rps=""
+  for mode in off memory redis; do
+    read -r rps p50 p99 non2xx api_us redis_us per_req < <(median_run "$work/$callers-$mode")
+    if [ "$mode" = off ]; then
+      off_rps="$rps"
+      cost="—"
+    else
+      cost="$(awk -v off="$off_rps" -v x="$rps" 'BEGIN { printf "%.1f%%", (off - x) / off * 100 }')"
+    fi
+    all="$(awk '{ printf "%s%.0f", (NR > 1 ? " " : ""), $1 }' "$work/$callers-$mode")"
+    printf '| %-7s | %-6s | %10s | %8s | %8s | %7s | %7s | %14s | %16s | %15s | %20s |\n' "$callers" \
+      "$mode" "$rps" "$p50" "$p99" "$non2xx" "$cost" "$api_us" "$redis_us" "$per_req" "$all"
+  done
 done
