@@ -8,7 +8,7 @@ TICKS="${1:-200000}"
 RATE="${2:-20000}"
 PACED_SECS=10
 build
-command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 1; }
+need wrk
 
 mosquitto -c "$repo/bench/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
 pids+=($!)

@@ -31,6 +31,14 @@ build() {
   fi
 }
 
+need() { # command [Debian package]: stops with how to install it when the command is missing
+  command -v "$1" >/dev/null || { echo "$1 missing: apt-get install -y ${2:-$1}" >&2; exit 1; }
+}
+
+need_redis() { # url: stops when Redis does not answer there
+  redis-cli -u "$1" ping >/dev/null || { echo "Redis at $1 does not answer" >&2; exit 1; }
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_http() { # url [seconds]

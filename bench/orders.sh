@@ -10,7 +10,7 @@ source "$(dirname "$0")/lib.sh"
 SECS="${1:-15}"
 CONNS=32
 build
-command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 1; }
+need wrk
 
 new_pg_db
 db="$PG_URL"

@@ -28,8 +28,8 @@ ROUNDS="${2:-3}"
 REDIS="${BOURSE_BENCH_REDIS:-redis://127.0.0.1:6379}"
 LIMIT=1000000000
 build
-command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 1; }
-redis-cli -u "$REDIS" ping >/dev/null || { echo "Redis at $REDIS does not answer" >&2; exit 1; }
+need wrk
+need_redis "$REDIS"
 
 new_pg_db
 export BOURSE_DATABASE_URL="$PG_URL" BOURSE_LOG=warn BOURSE_DEMO=false BOURSE_REQUEST_LOG=

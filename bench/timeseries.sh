@@ -16,7 +16,7 @@ ROWS="${2:-1000000}"
 build
 (cd "$repo" && cargo build --release --locked -p bourse --example timeseries-bench >&2)
 TSB="$CARGO_TARGET_DIR/release/examples/timeseries-bench"
-command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 1; }
+need wrk
 SHARED_CSV="$repo/../shared/data/stocks_ohlcv.csv"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 export BOURSE_LOG=warn BOURSE_DEMO=false BOURSE_JWT_SECRET=bench-secret-0123456789 BOURSE_REQUEST_LOG= \
