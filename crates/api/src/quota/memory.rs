@@ -3,10 +3,9 @@
 //! Also the fallback that keeps limits in force while Redis does not answer.
 
 use super::window::{BucketLog, Usage};
-use foldhash::fast::RandomState;
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -22,11 +21,7 @@ const SWEEP_EVERY: u64 = 4096;
 /// the process queue on it).
 const SHARDS: usize = 16;
 
-/// foldhash rather than the standard SipHash: a check hashes its key twice (shard, then map),
-/// and under callgrind SipHash took about 500 of the 6,900 instructions the quota added to a
-/// request. Keys are addresses and user ids, and foldhash is seeded at random per map, so
-/// callers cannot aim at one bucket.
-type Logs<K> = HashMap<K, BucketLog, RandomState>;
+type Logs<K> = HashMap<K, BucketLog>;
 
 /// Logs per key: a [`crate::quota::Subject`] in the API (a plain value, so a check allocates
 /// nothing), any string in tests.
@@ -52,7 +47,7 @@ impl<K: Hash + Eq> MemoryCounter<K> {
     pub fn new() -> Self {
         Self {
             epoch: Instant::now(),
-            hasher: RandomState::default(),
+            hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             attempts: AtomicU64::new(0),
             next_sweep: AtomicU64::new(SWEEP_EVERY),

@@ -240,8 +240,6 @@ impl Quota {
             Subject::Anonymous(_) => &self.fixed[0],
             Subject::User(_) => &self.fixed[1],
         };
-        // Room for all four at once: growing the map one header at a time rehashed it twice.
-        headers.reserve(4);
         headers.insert(LIMIT.clone(), fixed.limit.clone());
         headers.insert(REMAINING.clone(), HeaderValue::from(decision.remaining));
         headers.insert(RESET.clone(), HeaderValue::from(decision.reset_secs));

@@ -173,7 +173,7 @@ struct Queue {
     senders: usize,
     entries: Vec<Entry>,
     /// Where each key's entry is in `entries`.
-    index: HashMap<String, usize, foldhash::fast::RandomState>,
+    index: HashMap<String, usize>,
 }
 
 /// The waiting requests of one caller, oldest first.
