@@ -287,3 +287,54 @@ async fn the_quota_uses_its_prefix_and_limits_per_kind() {
         let _: () = conn.del(key).await.unwrap();
     }
 }
+
+/// Once Redis has refused a caller, this replica refuses the caller's next requests itself
+/// until the release Redis named, then asks Redis again.
+#[tokio::test]
+async fn a_refused_caller_is_answered_here_until_its_release() {
+    let prefix = format!("bourse:quota:test-{}:", uuid::Uuid::new_v4().simple());
+    let window = std::time::Duration::from_secs(2);
+    let quota = Quota::new(&QuotaConfig {
+        anonymous: 2,
+        user: 0,
+        window,
+        redis_url: Some(redis_url()),
+        redis_prefix: prefix.clone(),
+    })
+    .unwrap()
+    .unwrap();
+    let anon = Subject::address("198.51.100.42".parse().unwrap());
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        assert!(quota.check(&anon).await.unwrap().admitted);
+    }
+    let first_refusal = quota.check(&anon).await.unwrap();
+    assert!(!first_refusal.admitted);
+    let calls = quota.redis_calls().expect("a Redis backend");
+    assert_eq!(calls, 3, "one call a check, one at a time");
+    for _ in 0..20 {
+        let refused = quota.check(&anon).await.unwrap();
+        assert!(!refused.admitted);
+        assert_eq!(refused.remaining, 0);
+        assert!(refused.retry_after() <= first_refusal.retry_after());
+    }
+    assert_eq!(quota.redis_calls(), Some(calls), "answered here");
+    // Another caller still goes to Redis.
+    let other = Subject::address("198.51.100.43".parse().unwrap());
+    assert!(quota.check(&other).await.unwrap().admitted);
+    assert_eq!(quota.redis_calls(), Some(calls + 1));
+
+    // After the window (and its 1 ms bucket) the first admission has left: Redis admits again.
+    tokio::time::sleep(
+        (started + window + std::time::Duration::from_millis(300))
+            .saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
+    assert!(quota.check(&anon).await.unwrap().admitted);
+    assert_eq!(quota.redis_calls(), Some(calls + 2));
+    let mut conn = admin().await;
+    let keys: Vec<String> = conn.keys(format!("{prefix}*")).await.unwrap();
+    for key in keys {
+        let _: () = conn.del(key).await.unwrap();
+    }
+}

@@ -12,6 +12,10 @@
 //! `RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`; a refused request gets 429
 //! with `Retry-After` and SPEC's body.
 //!
+//! A caller Redis has refused is refused by the replica itself until its release (see
+//! `Refusals`): exact, since its count cannot drop earlier, and it spares Redis the traffic of
+//! callers past their quota.
+//!
 //! When Redis does not answer (within [`redis::RESPONSE_TIMEOUT`]), the replica's own memory
 //! counter decides (logged, and counted in `bourse_quota_backend_errors_total`): quotas stay in
 //! force, per replica, instead of either refusing everyone or letting everyone through. After a
@@ -26,11 +30,13 @@ use crate::caller::{AddrKey, Caller};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use memory::MemoryCounter;
 use redis::RedisCounter;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-use window::Decision;
+use window::{Decision, Usage};
 
 /// Requests refused with 429, by `caller` (`anonymous` or `user`).
 pub const REJECTIONS: &str = "bourse_quota_rejections_total";
@@ -123,7 +129,70 @@ enum Backend {
         healthy: AtomicBool,
         /// While unhealthy: when (ms since `started`) the next probe may go to Redis.
         probe_at_ms: AtomicI64,
+        refusals: Refusals,
     },
+}
+
+/// Callers that Redis refused, until their count drops below the limit. Until then every
+/// request of theirs would be refused too (no bucket of theirs leaves the window earlier, and
+/// refused requests are not counted), so this replica answers them itself: a caller hammering
+/// past its quota, the traffic quotas exist for, costs Redis nothing until its release. The
+/// release is moved to this replica's clock from the instant the check was sent, so a local
+/// refusal ends at the latest when Redis's would, never later.
+#[derive(Default)]
+struct Refusals {
+    until: Mutex<HashMap<Subject, Refused>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Refused {
+    /// Ms since `Quota::started`.
+    until_ms: i64,
+    used: u64,
+}
+
+/// Bound on the callers remembered; past it, the expired ones are dropped, and if none has
+/// expired new refusals are not remembered (Redis still answers them).
+const MAX_REFUSALS: usize = 65_536;
+
+impl Refusals {
+    /// The refusal of `subject` at `now_ms`, if one is in force.
+    fn get(&self, subject: &Subject, now_ms: i64) -> Option<Usage> {
+        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        let refused = *until.get(subject)?;
+        if refused.until_ms <= now_ms {
+            until.remove(subject);
+            return None;
+        }
+        Some(Usage {
+            admitted: false,
+            used: refused.used,
+            release_at_ms: Some(refused.until_ms),
+            now_ms,
+        })
+    }
+
+    /// Remembers a refusal Redis answered to a check sent at `sent_ms`.
+    fn note(&self, subject: &Subject, usage: &Usage, sent_ms: i64) {
+        let (false, Some(release)) = (usage.admitted, usage.release_at_ms) else {
+            return;
+        };
+        let until_ms = sent_ms.saturating_add(release.saturating_sub(usage.now_ms));
+        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        if until.len() >= MAX_REFUSALS {
+            until.retain(|_, refused| refused.until_ms > sent_ms);
+            if until.len() >= MAX_REFUSALS {
+                return;
+            }
+        }
+        until.insert(
+            *subject,
+            Refused {
+                until_ms,
+                used: usage.used,
+            },
+        );
+    }
 }
 
 /// How often Redis is probed while it is failing.
@@ -191,6 +260,7 @@ impl Quota {
                 fallback: MemoryCounter::new(),
                 healthy: AtomicBool::new(true),
                 probe_at_ms: AtomicI64::new(0),
+                refusals: Refusals::default(),
             },
             None => Backend::Memory(MemoryCounter::new()),
         };
@@ -259,8 +329,12 @@ impl Quota {
                 fallback,
                 healthy,
                 probe_at_ms,
-            } => {
+                refusals,
+            } => 'usage: {
                 let now = self.elapsed_ms();
+                if let Some(usage) = refusals.get(subject, now) {
+                    break 'usage usage;
+                }
                 let retry = i64::try_from(REDIS_RETRY.as_millis()).unwrap_or(i64::MAX);
                 let ask_redis = healthy.load(Ordering::Acquire) || {
                     // Unhealthy: one request claims the next probe, the others do not wait.
@@ -289,6 +363,7 @@ impl Quota {
                         if !healthy.swap(true, Ordering::AcqRel) {
                             tracing::info!("quota: Redis answers again; counters are shared");
                         }
+                        refusals.note(subject, &usage, now);
                         usage
                     }
                     Err(error) => {
@@ -308,6 +383,14 @@ impl Quota {
             metrics::counter!(REJECTIONS, "caller" => subject.label()).increment(1);
         }
         Some(decision)
+    }
+
+    /// Script calls made to Redis so far (`None` with counters in memory).
+    pub fn redis_calls(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::Memory(_) => None,
+            Backend::Redis { redis, .. } => Some(redis.calls()),
+        }
     }
 
     fn elapsed_ms(&self) -> i64 {
