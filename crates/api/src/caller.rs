@@ -109,7 +109,7 @@ fn parse_addr(text: &str) -> Option<IpAddr> {
 
 /// The quota identity of a client address. An IPv6 client usually holds a whole /64 and can
 /// pick any address in it, so IPv6 addresses are counted by their /64 network. A plain value
-/// (no allocation), written as [`address_key`] spells it.
+/// (no allocation), written `192.0.2.1`, `2001:db8:1:2::/64` or `unknown` in Redis keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AddrKey {
     V4(Ipv4Addr),
@@ -140,11 +140,6 @@ impl std::fmt::Display for AddrKey {
             AddrKey::Unknown => f.write_str("unknown"),
         }
     }
-}
-
-/// The quota key of an address: `192.0.2.1`, `2001:db8:1:2::/64` or `unknown`.
-pub fn address_key(ip: Option<IpAddr>) -> String {
-    AddrKey::of(ip).to_string()
 }
 
 /// Operational paths that are never counted against a quota nor logged as API requests (SPEC):
@@ -264,17 +259,15 @@ mod tests {
 
     #[test]
     fn address_keys_group_ipv6_by_network() {
-        assert_eq!(address_key(Some(ip("192.0.2.1"))), "192.0.2.1");
-        assert_eq!(address_key(Some(ip("::ffff:192.0.2.1"))), "192.0.2.1");
+        let key = |ip: Option<IpAddr>| AddrKey::of(ip).to_string();
+        assert_eq!(key(Some(ip("192.0.2.1"))), "192.0.2.1");
+        assert_eq!(key(Some(ip("::ffff:192.0.2.1"))), "192.0.2.1");
+        assert_eq!(key(Some(ip("2001:db8:1:2:aaaa::1"))), "2001:db8:1:2::/64");
         assert_eq!(
-            address_key(Some(ip("2001:db8:1:2:aaaa::1"))),
-            "2001:db8:1:2::/64"
+            key(Some(ip("2001:db8:1:2:bbbb::9"))),
+            key(Some(ip("2001:db8:1:2::1")))
         );
-        assert_eq!(
-            address_key(Some(ip("2001:db8:1:2:bbbb::9"))),
-            address_key(Some(ip("2001:db8:1:2::1")))
-        );
-        assert_eq!(address_key(None), "unknown");
+        assert_eq!(key(None), "unknown");
     }
 
     #[test]

@@ -213,7 +213,7 @@ struct Fixed {
 
 impl Fixed {
     fn new(limit: u64, window_ms: i64) -> Fixed {
-        let window_secs = u64::try_from(window_ms.max(0)).unwrap_or(0).div_ceil(1000);
+        let window_secs = window::ceil_secs(window_ms);
         Fixed {
             limit: HeaderValue::from(limit),
             policy: HeaderValue::try_from(format!("{limit};w={window_secs}"))

@@ -83,7 +83,8 @@ impl Decision {
     }
 }
 
-fn ceil_secs(ms: i64) -> u64 {
+/// Milliseconds as whole seconds, rounded up (never negative).
+pub(crate) fn ceil_secs(ms: i64) -> u64 {
     u64::try_from(ms.max(0)).unwrap_or(0).div_ceil(1000)
 }
 
@@ -100,7 +101,7 @@ impl BucketLog {
     /// requests remain counted.
     pub fn attempt(&mut self, now_ms: i64, window_ms: i64, limit: u64) -> Usage {
         let step = bucket_ms(window_ms);
-        self.prune(now_ms, window_ms);
+        self.prune(now_ms, window_ms, step);
         let admitted = self.total < limit;
         if admitted {
             let bucket = bucket_of(now_ms, step);
@@ -154,8 +155,7 @@ impl BucketLog {
         self.buckets.len()
     }
 
-    fn prune(&mut self, now_ms: i64, window_ms: i64) {
-        let step = bucket_ms(window_ms);
+    fn prune(&mut self, now_ms: i64, window_ms: i64, step: i64) {
         while let Some(&(bucket, count)) = self.buckets.front() {
             if expiry(bucket, step, window_ms) > now_ms {
                 break;
