@@ -87,6 +87,22 @@ async fn error_replies_carry_code_and_message() {
 /// Talks to the server with a plain AMQP client, to pin the wire contract itself.
 /// Publishes a request as any client would and returns the reply's body, checking that the reply
 /// carries the request's correlation id.
+/// A consumer of `queue` whose deliveries need no acknowledgement, as a raw client reads them.
+async fn consume(channel: &lapin::Channel, queue: &str) -> lapin::Consumer {
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+}
+
 async fn ask(
     channel: &lapin::Channel,
     replies: &mut lapin::Consumer,
@@ -142,18 +158,7 @@ async fn the_wire_contract_as_seen_by_any_amqp_client() {
         )
         .await
         .unwrap();
-    let mut replies = channel
-        .basic_consume(
-            reply_queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut replies = consume(&channel, reply_queue.name().as_str()).await;
 
     let cases = [
         (
@@ -337,18 +342,7 @@ async fn concurrent_calls_share_messages_and_get_their_own_replies() {
         )
         .await
         .unwrap();
-    let mut requests = channel
-        .basic_consume(
-            config.queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut requests = consume(&channel, &config.queue).await;
     // Answers each request with an error naming its symbol (the simplest reply to check), after
     // a pause, so that calls pile up while replies are awaited. Counts messages and requests.
     let server = tokio::spawn(async move {
