@@ -99,7 +99,7 @@ impl FromRequestParts<ApiContext> for MaybeUser {
     }
 }
 
-/// Resolves the request's credentials for [`crate::caller::identify`].
+/// Resolves the request's credentials for the [`crate::gate`].
 pub async fn resolve(parts: &Parts, ctx: &ApiContext) -> Credential {
     match authenticate(parts, ctx).await {
         Ok(None) => Credential::Absent,

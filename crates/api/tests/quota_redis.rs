@@ -40,22 +40,31 @@ fn admitted_slots(usages: &[Usage]) -> Vec<u64> {
 /// its oldest bucket, which must also be the sum of its buckets' counts.
 async fn counted(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
     let entries: Vec<String> = conn.lrange(key, 0, -1).await.unwrap();
-    let fields = |entry: &String| -> Vec<u64> {
+    let fields = |entry: &String| -> Vec<i64> {
         entry
             .split(':')
             .map(|f| f.parse().unwrap_or_else(|_| panic!("a number in {entry}")))
             .collect()
     };
     let newest = fields(entries.last().expect("a log"));
-    assert_eq!(newest.len(), 6, "bucket:count:total:oldest:base:expiry");
+    assert!(
+        newest.len() == 6 || newest.len() == 7,
+        "bucket:count:total:oldest:base:expiry[:reserved in]: {newest:?}"
+    );
     let oldest = fields(&entries[0]);
     assert_eq!(
         newest[3], oldest[0],
         "the newest entry names the oldest bucket"
     );
-    let sum: u64 = entries.iter().map(|entry| fields(entry)[1]).sum();
+    let sum: i64 = entries.iter().map(|entry| fields(entry)[1]).sum();
     assert_eq!(newest[2] - newest[4], sum);
-    sum
+    // Running totals grow by each entry's count.
+    for pair in entries.windows(2) {
+        let (a, b) = (fields(&pair[0]), fields(&pair[1]));
+        assert!(a[0] < b[0], "buckets in order: {pair:?}");
+        assert_eq!(a[2] + b[1], b[2], "running totals: {pair:?}");
+    }
+    u64::try_from(sum).expect("counts are not negative")
 }
 
 async fn redis_now_ms(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
@@ -337,4 +346,219 @@ async fn a_refused_caller_is_answered_here_until_its_release() {
     for key in keys {
         let _: () = conn.del(key).await.unwrap();
     }
+}
+
+/// A reservation is counted with the checks that brought it, taken only while the caller has
+/// plenty left (at least `RESERVE_FLOOR`, at most a `RESERVE_SHARE`-th of it), and what is given
+/// back leaves the count.
+#[tokio::test(flavor = "current_thread")]
+async fn reservations_are_counted_and_given_back() {
+    use bourse_api::quota::redis::{RESERVE_FLOOR, RESERVE_SHARE};
+    let key = unique_key("user:reserving");
+    let counter = RedisCounter::connect(&redis_url()).unwrap();
+    let mut conn = admin().await;
+    let limit = 1_000_000;
+    let (usage, grant) = counter
+        .attempt_reserving(&key, limit, DAY_MS, 100)
+        .await
+        .unwrap();
+    assert!(usage.admitted);
+    assert_eq!(usage.used, 1);
+    let grant = grant.expect("room for a reservation");
+    assert_eq!(grant.reserved, 100);
+    assert_eq!(
+        grant.used, 1,
+        "the first reserved request is the second counted"
+    );
+    assert_eq!(grant.bucket, bucket_of(grant.now_ms, 1000));
+    assert_eq!(grant.valid_until_ms, (grant.bucket + 1) * 1000);
+    assert_eq!(grant.oldest_ms, expiry(grant.bucket, 1000, DAY_MS));
+    assert_eq!(counted(&mut conn, &key).await, 101);
+    let newest: String = conn.lindex(&key, -1).await.unwrap();
+    assert!(
+        newest.ends_with(&format!(":{}", grant.bucket)),
+        "the newest entry names the bucket of the last reservation: {newest}"
+    );
+
+    // 60 of them were used; 40 go back. The give-back rides the next call, before its checks.
+    counter.give_back(key.clone(), grant.bucket, 40);
+    let next = counter.attempt(&key, limit, DAY_MS).await.unwrap();
+    assert!(next.admitted);
+    assert_eq!(next.used, 62);
+    assert_eq!(counted(&mut conn, &key).await, 62);
+    // Giving back more than a bucket holds takes it to zero, never below.
+    let bucket = bucket_of(next.now_ms, 1000);
+    counter.give_back(key.clone(), grant.bucket, 1_000);
+    if bucket != grant.bucket {
+        counter.give_back(key.clone(), bucket, 1_000);
+    }
+    assert_eq!(counter.attempt(&key, limit, DAY_MS).await.unwrap().used, 1);
+    let _: () = conn.del(&key).await.unwrap();
+
+    // Near the limit: a share of what remains, and nothing under the floor.
+    assert_eq!((RESERVE_FLOOR, RESERVE_SHARE), (1000, 16));
+    for (limit, expected) in [
+        (1_000_000, 1000),
+        (1081, 67),
+        (1001, 62),
+        (1000, 0),
+        (100, 0),
+    ] {
+        let key = unique_key("user:near");
+        let (usage, grant) = counter
+            .attempt_reserving(&key, limit, DAY_MS, 1000)
+            .await
+            .unwrap();
+        assert!(usage.admitted);
+        assert_eq!(grant.map_or(0, |g| g.reserved), expected, "limit {limit}");
+        let _: () = conn.del(&key).await.unwrap();
+    }
+}
+
+/// A give-back for a bucket older than the newest one fixes the running totals after it.
+#[tokio::test]
+async fn a_give_back_to_an_older_bucket_keeps_the_running_totals() {
+    let key = unique_key("user:older");
+    let mut conn = admin().await;
+    let now = redis_now_ms(&mut conn).await;
+    let (a, b, c) = (
+        bucket_of(now - 3000, 1000),
+        bucket_of(now - 2000, 1000),
+        bucket_of(now - 1000, 1000),
+    );
+    let key_expiry = expiry(c, 1000, DAY_MS) + 3_600_000;
+    let _: () = conn
+        .rpush(
+            &key,
+            vec![
+                format!("{a}:5:5"),
+                format!("{b}:50:55"),
+                format!("{c}:7:62:{a}:0:{key_expiry}:{b}"),
+            ],
+        )
+        .await
+        .unwrap();
+    let counter = RedisCounter::connect(&redis_url()).unwrap();
+    counter.give_back(key.clone(), b, 30);
+    // A give-back naming a bucket the log does not hold changes nothing.
+    counter.give_back(key.clone(), a - 5, 3);
+    let usage = counter.attempt(&key, 1_000_000, DAY_MS).await.unwrap();
+    assert_eq!(usage.used, 33);
+    let entries: Vec<String> = conn.lrange(&key, 0, -1).await.unwrap();
+    assert_eq!(entries[1], format!("{b}:20:25"));
+    assert!(
+        entries[2].starts_with(&format!("{c}:7:32:{a}:0:")),
+        "{entries:?}"
+    );
+    assert_eq!(counted(&mut conn, &key).await, 33);
+    let _: () = conn.del(&key).await.unwrap();
+}
+
+/// Two replicas with a caller past its floor: busy callers are served from reservations (far
+/// fewer script calls than checks), no more than the limit is ever admitted, and once the
+/// reservations have ended and gone back, Redis counts exactly the requests admitted, so the
+/// last ones of the quota are still there to take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_never_admit_past_the_limit_and_come_back() {
+    use std::sync::Arc;
+    let prefix = format!("bourse:quota:test-{}:", uuid::Uuid::new_v4().simple());
+    let limit = 3_000;
+    let replica = || {
+        Arc::new(
+            Quota::new(&QuotaConfig {
+                anonymous: 0,
+                user: limit,
+                redis_url: Some(redis_url()),
+                redis_prefix: prefix.clone(),
+                ..QuotaConfig::default()
+            })
+            .unwrap()
+            .unwrap(),
+        )
+    };
+    let (a, b) = (replica(), replica());
+    let id = uuid::Uuid::new_v4();
+    let user = Subject::User(id);
+    // 16 clients a replica, 100 requests each, as fast as they are answered.
+    let mut clients = Vec::new();
+    for i in 0..32 {
+        let quota = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        clients.push(tokio::spawn(async move {
+            let mut admitted = 0u64;
+            for _ in 0..100 {
+                if quota.check(&user).await.expect("limited").admitted {
+                    admitted += 1;
+                }
+            }
+            admitted
+        }));
+    }
+    let mut admitted = 0;
+    for client in clients {
+        admitted += client.await.unwrap();
+    }
+    let calls = a.redis_calls().unwrap() + b.redis_calls().unwrap();
+    assert!(admitted <= limit, "{admitted} admitted");
+    assert!(calls < 3_200 / 4, "{calls} script calls for 3,200 checks");
+
+    // Every reservation ends with its second; the sweepers give back what was not used.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let key = format!("{prefix}user:{id}");
+    let mut conn = admin().await;
+    assert_eq!(
+        counted(&mut conn, &key).await,
+        admitted,
+        "exactly the admitted are counted"
+    );
+
+    // The rest of the quota, one check at a time over both replicas: exactly what is left.
+    let mut more = 0;
+    for i in 0..(limit - admitted + 50) {
+        let quota = if i % 2 == 0 { &a } else { &b };
+        if quota.check(&user).await.unwrap().admitted {
+            more += 1;
+        }
+    }
+    assert_eq!(admitted + more, limit);
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    assert_eq!(counted(&mut conn, &key).await, limit);
+    let _: () = conn.del(&key).await.unwrap();
+}
+
+/// A caller sending one request at a time, quickly, gets reservations too (from its count of
+/// the current second): few script calls, and after the sweep exactly its requests counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_caller_one_request_at_a_time_is_served_from_reservations() {
+    let prefix = format!("bourse:quota:test-{}:", uuid::Uuid::new_v4().simple());
+    let quota = Quota::new(&QuotaConfig {
+        anonymous: 0,
+        user: 1_000_000,
+        redis_url: Some(redis_url()),
+        redis_prefix: prefix.clone(),
+        ..QuotaConfig::default()
+    })
+    .unwrap()
+    .unwrap();
+    let id = uuid::Uuid::new_v4();
+    let user = Subject::User(id);
+    let mut last = None;
+    for i in 1..=300 {
+        let decision = quota.check(&user).await.unwrap();
+        assert!(decision.admitted);
+        assert!(decision.remaining < 1_000_000, "request {i}");
+        if let Some(last) = last {
+            assert!(
+                decision.remaining < last,
+                "remaining goes down at every request"
+            );
+        }
+        last = Some(decision.remaining);
+    }
+    let calls = quota.redis_calls().unwrap();
+    assert!(calls < 60, "{calls} script calls for 300 requests");
+    tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
+    let mut conn = admin().await;
+    let key = format!("{prefix}user:{id}");
+    assert_eq!(counted(&mut conn, &key).await, 300);
+    let _: () = conn.del(&key).await.unwrap();
 }

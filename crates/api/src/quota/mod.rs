@@ -12,9 +12,9 @@
 //! `RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`; a refused request gets 429
 //! with `Retry-After` and SPEC's body.
 //!
-//! A caller Redis has refused is refused by the replica itself until its release (see
-//! `Refusals`): exact, since its count cannot drop earlier, and it spares Redis the traffic of
-//! callers past their quota.
+//! A caller Redis has refused is refused by the replica itself until its release, and a busy
+//! caller far from its limit is admitted from a reservation (see `Local`): so neither a flood
+//! past a quota nor a hot caller within it costs Redis a call per batch of requests.
 //!
 //! When Redis does not answer (within [`redis::RESPONSE_TIMEOUT`]), the replica's own memory
 //! counter decides (logged, and counted in `bourse_quota_backend_errors_total`): quotas stay in
@@ -33,7 +33,7 @@ use redis::RedisCounter;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 use window::{Decision, Usage};
@@ -129,69 +129,214 @@ enum Backend {
         healthy: AtomicBool,
         /// While unhealthy: when (ms since `started`) the next probe may go to Redis.
         probe_at_ms: AtomicI64,
-        refusals: Refusals,
+        local: Arc<Local>,
     },
 }
 
-/// Callers that Redis refused, until their count drops below the limit. Until then every
-/// request of theirs would be refused too (no bucket of theirs leaves the window earlier, and
-/// refused requests are not counted), so this replica answers them itself: a caller hammering
-/// past its quota, the traffic quotas exist for, costs Redis nothing until its release. The
-/// release is moved to this replica's clock from the instant the check was sent, so a local
-/// refusal ends at the latest when Redis's would, never later.
-#[derive(Default)]
-struct Refusals {
-    until: Mutex<HashMap<Subject, Refused>>,
+/// What this replica answers by itself for some callers, without asking Redis:
+///
+/// - callers that Redis refused, until their count drops below the limit. Until then every
+///   request of theirs would be refused too (no bucket of theirs leaves the window earlier, and
+///   refused requests are not counted), so a caller hammering past its quota, the traffic
+///   quotas exist for, costs Redis nothing until its release;
+/// - callers holding a reservation ([`redis::Grant`]): requests Redis counted ahead of time for
+///   a busy caller with plenty of quota left, admitted here until the end of their second; the
+///   unused ones go back to Redis then (with the next call, or the sweeper's).
+///
+/// Instants from Redis are moved to this replica's clock from the instant the check was sent,
+/// so a refusal or a reservation ends here at the latest when it would in Redis, never later.
+struct Local {
+    /// Instants here are milliseconds since this.
+    started: Instant,
+    slots: Mutex<HashMap<Subject, Slot>>,
+    /// Whether the task that gives back the reservations nobody used has started.
+    sweeping: AtomicBool,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Refused {
-    /// Ms since `Quota::started`.
-    until_ms: i64,
+#[derive(Debug)]
+enum Slot {
+    Refused { until_ms: i64, used: u64 },
+    Lease(Lease),
+}
+
+/// A reservation being spent.
+#[derive(Debug)]
+struct Lease {
+    key: String,
+    /// The bucket the reserved requests are counted in.
+    bucket: i64,
+    /// Reserved, and not yet admitted.
+    left: u64,
+    size: u64,
+    /// The count the last request admitted from it saw.
     used: u64,
+    /// When it ends (the end of its second in Redis).
+    until_ms: i64,
+    /// The oldest bucket's expiry, for `RateLimit-Reset`.
+    release_ms: Option<i64>,
+}
+
+/// What [`Local::lookup`] found.
+enum Lookup {
+    /// Decided here.
+    Answer(Usage),
+    /// Ask Redis, for a reservation of about `hint` requests; first give back what an ended
+    /// lease left: `(key, bucket, requests)`.
+    Ask {
+        hint: u64,
+        give_back: Option<(String, i64, u64)>,
+    },
 }
 
 /// Bound on the callers remembered; past it, the expired ones are dropped, and if none has
-/// expired new refusals are not remembered (Redis still answers them).
-const MAX_REFUSALS: usize = 65_536;
+/// expired new ones are not remembered (Redis still answers them).
+const MAX_LOCAL: usize = 65_536;
 
-impl Refusals {
-    /// The refusal of `subject` at `now_ms`, if one is in force.
-    fn get(&self, subject: &Subject, now_ms: i64) -> Option<Usage> {
-        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
-        let refused = *until.get(subject)?;
-        if refused.until_ms <= now_ms {
-            until.remove(subject);
-            return None;
+/// False when `slots` holds [`MAX_LOCAL`] callers, none of them `subject`, and none whose
+/// refusal has expired (leases are not dropped: the sweeper gives them back).
+fn make_room(slots: &mut HashMap<Subject, Slot>, subject: &Subject, now_ms: i64) -> bool {
+    if slots.len() < MAX_LOCAL || slots.contains_key(subject) {
+        return true;
+    }
+    slots.retain(|_, slot| match slot {
+        Slot::Refused { until_ms, .. } => *until_ms > now_ms,
+        Slot::Lease(_) => true,
+    });
+    slots.len() < MAX_LOCAL
+}
+
+/// How often ended reservations are given back when their caller sends nothing more.
+const SWEEP_EVERY_MS: u64 = 250;
+
+impl Local {
+    fn new(started: Instant) -> Local {
+        Local {
+            started,
+            slots: Mutex::new(HashMap::new()),
+            sweeping: AtomicBool::new(false),
         }
-        Some(Usage {
-            admitted: false,
-            used: refused.used,
-            release_at_ms: Some(refused.until_ms),
-            now_ms,
-        })
+    }
+
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn lookup(&self, subject: &Subject, now_ms: i64) -> Lookup {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let ask = |hint| Lookup::Ask {
+            hint,
+            give_back: None,
+        };
+        let Some(slot) = slots.get_mut(subject) else {
+            return ask(0);
+        };
+        let lookup = match slot {
+            Slot::Refused { until_ms, used } if *until_ms > now_ms => {
+                return Lookup::Answer(Usage {
+                    admitted: false,
+                    used: *used,
+                    release_at_ms: Some(*until_ms),
+                    now_ms,
+                })
+            }
+            Slot::Refused { .. } => ask(0),
+            Slot::Lease(lease) if lease.left > 0 && now_ms < lease.until_ms => {
+                lease.left -= 1;
+                lease.used += 1;
+                return Lookup::Answer(Usage {
+                    admitted: true,
+                    used: lease.used,
+                    release_at_ms: lease.release_ms,
+                    now_ms,
+                });
+            }
+            // Used up within its second: the caller is busier than the reservation, ask for
+            // twice as much. Ended with some left: ask for twice what was used.
+            Slot::Lease(lease) => Lookup::Ask {
+                hint: 2 * (lease.size - lease.left),
+                give_back: (lease.left > 0)
+                    .then(|| (std::mem::take(&mut lease.key), lease.bucket, lease.left)),
+            },
+        };
+        slots.remove(subject);
+        lookup
     }
 
     /// Remembers a refusal Redis answered to a check sent at `sent_ms`.
-    fn note(&self, subject: &Subject, usage: &Usage, sent_ms: i64) {
+    fn note_refusal(&self, subject: &Subject, usage: &Usage, sent_ms: i64) {
         let (false, Some(release)) = (usage.admitted, usage.release_at_ms) else {
             return;
         };
         let until_ms = sent_ms.saturating_add(release.saturating_sub(usage.now_ms));
-        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
-        if until.len() >= MAX_REFUSALS {
-            until.retain(|_, refused| refused.until_ms > sent_ms);
-            if until.len() >= MAX_REFUSALS {
-                return;
-            }
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        // A lease taken meanwhile (by a check of another call) stays: its requests are counted.
+        if matches!(slots.get(subject), Some(Slot::Lease(_)))
+            || !make_room(&mut slots, subject, sent_ms)
+        {
+            return;
         }
-        until.insert(
+        slots.insert(
             *subject,
-            Refused {
+            Slot::Refused {
                 until_ms,
                 used: usage.used,
             },
         );
+    }
+
+    /// Takes over a reservation granted to a check sent at `sent_ms`; returns what must go back
+    /// to Redis at once (a lease of an earlier second it replaces): `(key, bucket, requests)`.
+    fn take_lease(
+        &self,
+        subject: &Subject,
+        key: String,
+        grant: &redis::Grant,
+        sent_ms: i64,
+    ) -> Option<(String, i64, u64)> {
+        let local = |at: i64| sent_ms.saturating_add(at.saturating_sub(grant.now_ms));
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(Slot::Lease(lease)) = slots.get_mut(subject) {
+            if lease.bucket == grant.bucket {
+                // Two calls in flight both brought one: one lease.
+                lease.left += grant.reserved;
+                lease.size += grant.reserved;
+                return None;
+            }
+        }
+        let lease = Lease {
+            key,
+            bucket: grant.bucket,
+            left: grant.reserved,
+            size: grant.reserved,
+            used: grant.used,
+            until_ms: local(grant.valid_until_ms),
+            release_ms: (grant.oldest_ms >= 0).then(|| local(grant.oldest_ms)),
+        };
+        if !make_room(&mut slots, subject, sent_ms) {
+            return Some((lease.key, lease.bucket, lease.left));
+        }
+        match slots.insert(*subject, Slot::Lease(lease)) {
+            Some(Slot::Lease(old)) if old.left > 0 => Some((old.key, old.bucket, old.left)),
+            _ => None,
+        }
+    }
+
+    /// Removes the leases that ended and the refusals that expired; returns what the leases
+    /// left, to be given back: `(key, bucket, requests)`.
+    fn sweep(&self, now_ms: i64) -> Vec<(String, i64, u64)> {
+        let mut ended = Vec::new();
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.retain(|_, slot| match slot {
+            Slot::Refused { until_ms, .. } => *until_ms > now_ms,
+            Slot::Lease(lease) if now_ms < lease.until_ms => true,
+            Slot::Lease(lease) => {
+                if lease.left > 0 {
+                    ended.push((std::mem::take(&mut lease.key), lease.bucket, lease.left));
+                }
+                false
+            }
+        });
+        ended
     }
 }
 
@@ -254,13 +399,14 @@ impl Quota {
         if config.anonymous == 0 && config.user == 0 {
             return Ok(None);
         }
+        let started = Instant::now();
         let backend = match &config.redis_url {
             Some(url) => Backend::Redis {
                 redis: RedisCounter::connect(url)?,
                 fallback: MemoryCounter::new(),
                 healthy: AtomicBool::new(true),
                 probe_at_ms: AtomicI64::new(0),
-                refusals: Refusals::default(),
+                local: Arc::new(Local::new(started)),
             },
             None => Backend::Memory(MemoryCounter::new()),
         };
@@ -275,7 +421,7 @@ impl Quota {
             window_ms,
             prefix: config.redis_prefix.clone(),
             backend,
-            started: Instant::now(),
+            started,
             last_warning_ms: AtomicI64::new(i64::MIN),
         }))
     }
@@ -329,12 +475,18 @@ impl Quota {
                 fallback,
                 healthy,
                 probe_at_ms,
-                refusals,
+                local,
             } => 'usage: {
-                let now = self.elapsed_ms();
-                if let Some(usage) = refusals.get(subject, now) {
-                    break 'usage usage;
-                }
+                let now = local.now_ms();
+                let hint = match local.lookup(subject, now) {
+                    Lookup::Answer(usage) => break 'usage usage,
+                    Lookup::Ask { hint, give_back } => {
+                        if let Some((key, bucket, unused)) = give_back {
+                            redis.give_back(key, bucket, unused);
+                        }
+                        hint
+                    }
+                };
                 let retry = i64::try_from(REDIS_RETRY.as_millis()).unwrap_or(i64::MAX);
                 let ask_redis = healthy.load(Ordering::Acquire) || {
                     // Unhealthy: one request claims the next probe, the others do not wait.
@@ -344,14 +496,15 @@ impl Quota {
                             .compare_exchange(due, now + retry, Ordering::AcqRel, Ordering::Acquire)
                             .is_ok()
                 };
+                let key = self.key(subject);
                 let answer = if ask_redis {
                     match tokio::time::timeout(
                         redis::RESPONSE_TIMEOUT,
-                        redis.attempt(&self.key(subject), limit, self.window_ms),
+                        redis.attempt_reserving(&key, limit, self.window_ms, hint),
                     )
                     .await
                     {
-                        Ok(Ok(usage)) => Ok(usage),
+                        Ok(Ok(answer)) => Ok(answer),
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(_) => Err("no answer in time".to_string()),
                     }
@@ -359,11 +512,19 @@ impl Quota {
                     Err(String::new())
                 };
                 match answer {
-                    Ok(usage) => {
+                    Ok((usage, grant)) => {
                         if !healthy.swap(true, Ordering::AcqRel) {
                             tracing::info!("quota: Redis answers again; counters are shared");
                         }
-                        refusals.note(subject, &usage, now);
+                        local.note_refusal(subject, &usage, now);
+                        if let Some(grant) = grant {
+                            if let Some((key, bucket, unused)) =
+                                local.take_lease(subject, key, &grant, now)
+                            {
+                                redis.give_back(key, bucket, unused);
+                            }
+                            self.start_sweeper(local, redis);
+                        }
                         usage
                     }
                     Err(error) => {
@@ -383,6 +544,29 @@ impl Quota {
             metrics::counter!(REJECTIONS, "caller" => subject.label()).increment(1);
         }
         Some(decision)
+    }
+
+    /// Starts, once, the task that gives back what ended reservations left when their callers
+    /// send nothing more. It ends with the quota.
+    fn start_sweeper(&self, local: &Arc<Local>, redis: &RedisCounter) {
+        if local.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let local = Arc::downgrade(local);
+        let redis = redis.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(SWEEP_EVERY_MS));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(local) = local.upgrade() else {
+                    return;
+                };
+                for (key, bucket, unused) in local.sweep(local.now_ms()) {
+                    redis.give_back(key, bucket, unused);
+                }
+            }
+        });
     }
 
     /// Script calls made to Redis so far (`None` with counters in memory).
@@ -482,6 +666,107 @@ mod tests {
         assert!(first.admitted);
         assert_eq!((first.limit, first.remaining), (1, 0));
         assert!(!quota.check(&user).await.unwrap().admitted);
+    }
+
+    fn grant(reserved: u64, bucket: i64) -> redis::Grant {
+        // Redis's clock is 1,000,000 ms ahead of this replica's.
+        redis::Grant {
+            reserved,
+            bucket,
+            used: 10,
+            oldest_ms: 1_000_000 + 86_400_500,
+            now_ms: 1_000_000 + 500,
+            valid_until_ms: 1_000_000 + 1_000,
+        }
+    }
+
+    fn admitted(lookup: Lookup) -> Usage {
+        match lookup {
+            Lookup::Answer(usage) if usage.admitted => usage,
+            Lookup::Answer(_) => panic!("refused"),
+            Lookup::Ask { .. } => panic!("sent to Redis"),
+        }
+    }
+
+    fn asked(lookup: Lookup) -> (u64, Option<(String, i64, u64)>) {
+        match lookup {
+            Lookup::Ask { hint, give_back } => (hint, give_back),
+            Lookup::Answer(usage) => panic!("answered here: {usage:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lease_admits_its_requests_until_its_second_ends() {
+        let local = Local::new(Instant::now());
+        let who = Subject::User(Uuid::nil());
+        assert_eq!(asked(local.lookup(&who, 0)), (0, None), "nothing here");
+        // Sent at 400 ms here, answered by Redis at 500 ms of its own second: the lease ends
+        // 500 ms after the sending here (never later than in Redis).
+        assert_eq!(local.take_lease(&who, "k".into(), &grant(3, 7), 400), None);
+        for i in 1..=3 {
+            let usage = admitted(local.lookup(&who, 800));
+            assert_eq!(usage.used, 10 + i);
+            assert_eq!(usage.release_at_ms, Some(400 + 86_400_000));
+        }
+        // Used up within its second: ask Redis for twice as many.
+        assert_eq!(asked(local.lookup(&who, 850)), (6, None));
+        assert_eq!(asked(local.lookup(&who, 850)), (0, None), "forgotten");
+
+        // Another lease; one used; it ends at 900 ms here: two go back, and twice the one used
+        // is asked for.
+        assert_eq!(local.take_lease(&who, "k".into(), &grant(3, 8), 400), None);
+        admitted(local.lookup(&who, 850));
+        assert_eq!(
+            asked(local.lookup(&who, 900)),
+            (2, Some(("k".into(), 8, 2)))
+        );
+    }
+
+    #[test]
+    fn leases_of_one_second_merge_and_an_older_one_goes_back() {
+        let local = Local::new(Instant::now());
+        let who = Subject::User(Uuid::nil());
+        assert_eq!(local.take_lease(&who, "k".into(), &grant(3, 7), 400), None);
+        assert_eq!(local.take_lease(&who, "k".into(), &grant(2, 7), 400), None);
+        for _ in 0..5 {
+            admitted(local.lookup(&who, 500));
+        }
+        assert_eq!(asked(local.lookup(&who, 500)).0, 10);
+        assert_eq!(local.take_lease(&who, "k".into(), &grant(3, 7), 400), None);
+        admitted(local.lookup(&who, 500));
+        assert_eq!(
+            local.take_lease(&who, "k".into(), &grant(4, 8), 1_400),
+            Some(("k".into(), 7, 2)),
+            "the lease of the second before goes back"
+        );
+        // The sweeper gives back the ended ones and forgets them.
+        assert!(local.sweep(1_800).is_empty());
+        assert_eq!(local.sweep(1_900), vec![("k".into(), 8, 4)]);
+        assert_eq!(asked(local.lookup(&who, 1_900)), (0, None));
+    }
+
+    #[test]
+    fn a_refusal_is_answered_here_but_does_not_replace_a_lease() {
+        let local = Local::new(Instant::now());
+        let (a, b) = (Subject::User(Uuid::nil()), Subject::User(Uuid::max()));
+        let refused = Usage {
+            admitted: false,
+            used: 5,
+            release_at_ms: Some(2_000),
+            now_ms: 1_000,
+        };
+        local.note_refusal(&a, &refused, 100);
+        let Lookup::Answer(usage) = local.lookup(&a, 600) else {
+            panic!("refused here");
+        };
+        assert_eq!(
+            (usage.admitted, usage.used, usage.release_at_ms),
+            (false, 5, Some(1_100))
+        );
+        assert_eq!(asked(local.lookup(&a, 1_100)), (0, None), "released");
+        local.take_lease(&b, "k".into(), &grant(3, 7), 400);
+        local.note_refusal(&b, &refused, 450);
+        admitted(local.lookup(&b, 500));
     }
 
     #[tokio::test]

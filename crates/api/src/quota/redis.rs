@@ -21,6 +21,15 @@
 //! most one entry per second of the day. Before this the log was a sorted set with a member
 //! per request, whose size, memory and update cost grew with the limit.
 //!
+//! A busy caller with plenty of quota left gets a *reservation* ([`Grant`]): requests counted
+//! in Redis ahead of time, in the current second, that its replica admits by itself until that
+//! second ends, giving back the unused ones then. With one busy caller a replica makes about a
+//! call a second for it instead of one per batch. No rolling day holds more admissions than the
+//! limit (each is counted in the second it is admitted in); other replicas may see the caller's
+//! count higher by what is reserved and not yet used, for about a second, which is why there is
+//! none near the limit ([`RESERVE_FLOOR`], [`RESERVE_SHARE`]) and why a refusal made while
+//! reservations may be out names a release a few seconds away instead of the day's.
+//!
 //! The script reads the time from Redis (`TIME`), not from the replica, so replicas whose clocks
 //! disagree still share one window. A key expires when its newest bucket leaves the window. A
 //! key of another type (a sorted set left by an earlier version) is replaced by a fresh log.
@@ -34,26 +43,41 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// KEYS: the callers' lists. ARGV: for each key `limit, window (ms), bucket (ms), requests`.
-/// Returns `{now (ms)}` followed, for each key, by `{used before, admitted, the oldest bucket's
-/// expiry (ms, -1 when the log is empty), release of the refused (ms, -1 when none were refused
-/// or the log is empty)}`; this is [`crate::quota::window::BucketLog::attempt`]'s rule for
-/// `requests` requests at one instant.
+/// KEYS: the callers' lists. ARGV: for each key `limit, window (ms), bucket (ms), requests,
+/// reservation wanted (-1: none)`. Returns `{now (ms)}` followed, for each key, by `{used before,
+/// admitted, the oldest bucket's expiry (ms, -1 when the log is empty), release of the refused
+/// (ms, -1 when none were refused or the log is empty), reserved, the bucket they are counted
+/// in}`; this is [`crate::quota::window::BucketLog::attempt`]'s rule for `requests` requests at
+/// one instant, and then a reservation (see [`Grant`]) when the caller has room to spare.
+///
+/// A key whose `requests` is negative gives back `-requests` reserved requests of the bucket
+/// named in place of the reservation (the ones its replica did not use); its row is zeros.
 const SCRIPT: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {now}
+local FLOOR = RESERVE_FLOOR
+local SHARE = RESERVE_SHARE
+local BUSY = RESERVE_BUSY
+local MAX = MAX_RESERVE
+local function newest(tb, tc, ts, hb, base, exp, rb)
+  if rb >= 0 then
+    return string.format('%d:%d:%d:%d:%d:%d:%d', tb, tc, ts, hb, base, exp, rb)
+  end
+  return string.format('%d:%d:%d:%d:%d:%d', tb, tc, ts, hb, base, exp)
+end
 for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[4 * i - 3])
-  local window = tonumber(ARGV[4 * i - 2])
-  local step = tonumber(ARGV[4 * i - 1])
-  local n = tonumber(ARGV[4 * i])
+  local limit = tonumber(ARGV[5 * i - 4])
+  local window = tonumber(ARGV[5 * i - 3])
+  local step = tonumber(ARGV[5 * i - 2])
+  local n = tonumber(ARGV[5 * i - 1])
+  local want = tonumber(ARGV[5 * i])
   local slack = math.max(step, math.floor(window / 24))
   local bucket = math.floor(now / step)
   -- newest entry: tb tc ts (bucket, count, running total), hb (oldest bucket), base (running
-  -- total before it), exp (the key's expiry)
-  local tb, tc, ts, hb, base, exp
+  -- total before it), exp (the key's expiry), rb (the last bucket with a reservation, -1 none)
+  local tb, tc, ts, hb, base, exp, rb
   local tail = redis.pcall('LINDEX', key, -1)
   if type(tail) == 'table' then
     -- Not a list (a sorted set left by an earlier version): start over.
@@ -61,7 +85,12 @@ for i, key in ipairs(KEYS) do
     tail = false
   end
   if tail then
-    tb, tc, ts, hb, base, exp = string.match(tail, '^(%-?%d+):(%d+):(%d+):(%-?%d+):(%d+):(%d+)$')
+    tb, tc, ts, hb, base, exp, rb =
+      string.match(tail, '^(%-?%d+):(%d+):(%d+):(%-?%d+):(%d+):(%d+):(%-?%d+)$')
+    if not tb then
+      tb, tc, ts, hb, base, exp = string.match(tail, '^(%-?%d+):(%d+):(%d+):(%-?%d+):(%d+):(%d+)$')
+      rb = '-1'
+    end
   end
   if not hb then
     -- A list of another format: start over.
@@ -69,8 +98,42 @@ for i, key in ipairs(KEYS) do
     tail = false
   else
     tb, tc, ts = tonumber(tb), tonumber(tc), tonumber(ts)
-    hb, base, exp = tonumber(hb), tonumber(base), tonumber(exp)
+    hb, base, exp, rb = tonumber(hb), tonumber(base), tonumber(exp), tonumber(rb)
   end
+  if n < 0 then
+    -- A give-back: the bucket's count and the running totals from it on drop by what is given
+    -- back (never below what the bucket holds). Only the last few buckets are looked at: a
+    -- give-back comes a second or two after its bucket.
+    local g, b = -n, want
+    if tail and b >= hb and b <= tb then
+      local found, seen = nil, {}
+      for j = 1, 8 do
+        local e = tail
+        if j > 1 then e = redis.call('LINDEX', key, -j) end
+        if not e then break end
+        local eb, ec, es = string.match(e, '^(%-?%d+):(%d+):(%d+)')
+        eb, ec, es = tonumber(eb), tonumber(ec), tonumber(es)
+        seen[j] = {eb, ec, es}
+        if eb == b then found = j break end
+        if eb < b then break end
+      end
+      if found then
+        local d = math.min(g, seen[found][2])
+        for j = 1, found do
+          local e = seen[j]
+          local c = e[2]
+          if j == found then c = c - d end
+          if j == 1 then
+            tc, ts = c, ts - d
+            redis.call('LSET', key, -1, newest(tb, tc, ts, hb, base, exp, rb))
+          else
+            redis.call('LSET', key, -j, string.format('%d:%d:%d', e[1], c, e[3] - d))
+          end
+        end
+      end
+    end
+    for _ = 1, 6 do out[#out + 1] = 0 end
+  else
   local changed = false
   while tail and (hb + 1) * step + window <= now do
     redis.call('LPOP', key)
@@ -86,21 +149,34 @@ for i, key in ipairs(KEYS) do
   local before = 0
   if tail then before = ts - base end
   local admitted = math.max(0, math.min(n, limit - before))
-  if admitted > 0 and tail and tb >= bucket then
-    tc, ts = tc + admitted, ts + admitted
-    redis.call('LSET', key, -1, string.format('%d:%d:%d:%d:%d:%d', tb, tc, ts, hb, base, exp))
-  elseif admitted > 0 then
+  -- A reservation only while the caller has plenty left: never more than a SHARE-th of what
+  -- remains, and none once fewer than FLOOR remain, so near its limit every request of a
+  -- caller is counted here one by one. At least as many as the caller has sent this second
+  -- when that is BUSY or more (a caller sending one request at a time gets one too).
+  local reserved = 0
+  local room = limit - before - admitted
+  if want >= 0 and room >= FLOOR then
+    if tail and tb == bucket and tc >= BUSY then want = math.max(want, tc) end
+    reserved = math.min(want, MAX, math.floor(room / SHARE))
+  end
+  local add = admitted + reserved
+  if not tail then rb = -1 end
+  if reserved > 0 then rb = math.max(bucket, tb or bucket) end
+  if add > 0 and tail and tb >= bucket then
+    tc, ts = tc + add, ts + add
+    redis.call('LSET', key, -1, newest(tb, tc, ts, hb, base, exp, rb))
+  elseif add > 0 then
     local fresh = not tail
     if fresh then hb, base, ts = bucket, 0, 0 end
-    tb, tc, ts = bucket, admitted, ts + admitted
+    tb, tc, ts = bucket, add, ts + add
     local due = (bucket + 1) * step + window
     local extend = fresh or due > exp
     if extend then exp = due + slack end
-    redis.call('RPUSH', key, string.format('%d:%d:%d:%d:%d:%d', tb, tc, ts, hb, base, exp))
+    redis.call('RPUSH', key, newest(tb, tc, ts, hb, base, exp, rb))
     if extend then redis.call('PEXPIREAT', key, exp) end
     tail = true
   elseif changed and tail then
-    redis.call('LSET', key, -1, string.format('%d:%d:%d:%d:%d:%d', tb, tc, ts, hb, base, exp))
+    redis.call('LSET', key, -1, newest(tb, tc, ts, hb, base, exp, rb))
   end
   local oldest = -1
   if tail then oldest = (hb + 1) * step + window end
@@ -123,11 +199,20 @@ for i, key in ipairs(KEYS) do
       end
       from = from + 64
     end
+    -- Reservations made in the last seconds may still come back unused: the refused try again
+    -- once they have.
+    if rb >= bucket - 2 then
+      local back = (rb + 3) * step
+      if release < 0 or back < release then release = back end
+    end
   end
   out[#out + 1] = before
   out[#out + 1] = admitted
   out[#out + 1] = oldest
   out[#out + 1] = release
+  out[#out + 1] = reserved
+  out[#out + 1] = tb or bucket
+  end
 end
 return out
 ";
@@ -144,8 +229,44 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
 /// keep a check's wait to about one round trip while the other call is out.
 pub const IN_FLIGHT: usize = 2;
 
-/// What a waiting check receives: its usage, or the error that failed its whole batch.
-type Answer = Result<Usage, Arc<RedisError>>;
+/// No reservation while fewer requests than this remain to a caller: near its limit every
+/// request is counted in Redis by itself, so the last requests of a quota are shared exactly
+/// among replicas (and SPEC's 100 a day per address never reserves anything).
+pub const RESERVE_FLOOR: u64 = 1000;
+/// A reservation takes at most this share (1/16) of what remains to the caller.
+pub const RESERVE_SHARE: u64 = 16;
+/// The largest reservation.
+pub const MAX_RESERVE: u64 = 1 << 16;
+/// A caller that has sent this many requests in the current second (over all replicas) gets a
+/// reservation of as many, even when its requests come one at a time.
+pub const RESERVE_BUSY: u64 = 4;
+
+/// Requests counted in Redis ahead of time for one caller, for this replica to admit by itself
+/// until the end of the second they are counted in ([`Grant::valid_until_ms`]); what it has not
+/// used by then it gives back ([`RedisCounter::give_back`]). So a busy caller with plenty of
+/// quota left costs Redis about one call a second per replica instead of one per batch, and no
+/// rolling day ever holds more admissions than the limit: every request admitted from a grant
+/// is counted in the second it is admitted in, like one checked by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub reserved: u64,
+    /// The bucket they are counted in (what a give-back names).
+    pub bucket: i64,
+    /// Requests counted for the caller before the first reserved one, this replica's own
+    /// reservation aside (its first reserved request is `used + 1`).
+    pub used: u64,
+    /// The oldest bucket's expiry, in Redis's clock.
+    pub oldest_ms: i64,
+    /// Redis's clock when the script ran.
+    pub now_ms: i64,
+    /// The end of the second the script ran in (Redis's clock): reserved requests may be
+    /// admitted until then.
+    pub valid_until_ms: i64,
+}
+
+/// What a waiting check receives: its usage (and, for one check of an entry, the entry's
+/// reservation), or the error that failed its whole batch.
+type Answer = Result<(Usage, Option<Grant>), Arc<RedisError>>;
 
 /// Counts requests in Redis; cheap to clone (the clones share one connection and one batch).
 #[derive(Clone)]
@@ -176,12 +297,42 @@ struct Queue {
     index: HashMap<String, usize>,
 }
 
-/// The waiting requests of one caller, oldest first.
+/// The waiting requests of one caller, oldest first; or a give-back (no waiters).
 struct Entry {
     key: String,
     limit: u64,
     window_ms: i64,
+    /// `None`: no reservation; `Some(n)`: about `n` wanted (see [`RedisCounter::attempt_reserving`]).
+    reserve: Option<u64>,
+    /// `(bucket, requests)` given back.
+    give_back: Option<(i64, u64)>,
     waiters: Vec<oneshot::Sender<Answer>>,
+}
+
+impl Entry {
+    fn give_back(key: String, bucket: i64, requests: u64) -> Entry {
+        Entry {
+            key,
+            // Neither is read for a give-back.
+            limit: 0,
+            window_ms: 0,
+            reserve: None,
+            give_back: Some((bucket, requests)),
+            waiters: Vec::new(),
+        }
+    }
+
+    /// The reservation asked for: the hint, or, when several requests of the caller wait
+    /// together (a busy caller), twice as many as wait.
+    /// `-1` for none (the script's convention).
+    fn reserve_wanted(&self) -> i64 {
+        let Some(hint) = self.reserve else {
+            return -1;
+        };
+        let together = self.waiters.len() as u64;
+        let busy = if together >= 2 { 2 * together } else { 0 };
+        i64::try_from(hint.max(busy).min(MAX_RESERVE)).unwrap_or(0)
+    }
 }
 
 impl std::fmt::Debug for RedisCounter {
@@ -204,7 +355,13 @@ impl RedisCounter {
                 client,
                 config,
                 conn: Mutex::new(None),
-                script: Script::new(SCRIPT),
+                script: Script::new(
+                    &SCRIPT
+                        .replace("RESERVE_FLOOR", &RESERVE_FLOOR.to_string())
+                        .replace("RESERVE_SHARE", &RESERVE_SHARE.to_string())
+                        .replace("RESERVE_BUSY", &RESERVE_BUSY.to_string())
+                        .replace("MAX_RESERVE", &MAX_RESERVE.to_string()),
+                ),
                 calls: AtomicU64::new(0),
                 queue: Mutex::new(Queue::default()),
             }),
@@ -213,18 +370,67 @@ impl RedisCounter {
 
     /// Counts one request of `key`: joins the next batch, and starts a task sending batches when
     /// fewer than [`IN_FLIGHT`] do.
-    pub async fn attempt(&self, key: &str, limit: u64, window_ms: i64) -> Answer {
-        let (tx, rx) = oneshot::channel();
+    pub async fn attempt(
+        &self,
+        key: &str,
+        limit: u64,
+        window_ms: i64,
+    ) -> Result<Usage, Arc<RedisError>> {
+        self.enqueue(key, limit, window_ms, None)
+            .await
+            .map(|(usage, _)| usage)
+    }
+
+    /// [`Self::attempt`], also asking for a reservation of about `hint` requests (more when
+    /// several requests of the caller wait together; Redis grants less or none when the caller
+    /// has little left). One check of the entry receives the [`Grant`]; whoever receives it
+    /// owns the reserved requests and must give back those it does not use.
+    pub async fn attempt_reserving(
+        &self,
+        key: &str,
+        limit: u64,
+        window_ms: i64,
+        hint: u64,
+    ) -> Answer {
+        self.enqueue(key, limit, window_ms, Some(hint)).await
+    }
+
+    /// Gives back `requests` reserved requests of `bucket` that were not used, with the next
+    /// script call (a batch of its own when none is due).
+    pub fn give_back(&self, key: String, bucket: i64, requests: u64) {
+        if requests == 0 {
+            return;
+        }
+        self.queue_up(|queue| queue.entries.push(Entry::give_back(key, bucket, requests)));
+    }
+
+    /// Adds to the queue, and starts a task sending batches when fewer than [`IN_FLIGHT`] do.
+    fn queue_up(&self, add: impl FnOnce(&mut Queue)) {
         let start = {
             let mut queue = self
                 .shared
                 .queue
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let queue = &mut *queue;
+            add(&mut queue);
+            queue.claim_sender()
+        };
+        if start {
+            // A task of its own, not a request's future: a client that hangs up must not take
+            // the batch of the others with it.
+            tokio::spawn(Arc::clone(&self.shared).flush());
+        }
+    }
+
+    async fn enqueue(&self, key: &str, limit: u64, window_ms: i64, reserve: Option<u64>) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        self.queue_up(|queue| {
             match queue.index.get(key).map(|&i| &mut queue.entries[i]) {
                 Some(entry) if entry.limit == limit && entry.window_ms == window_ms => {
                     entry.waiters.push(tx);
+                    if let Some(hint) = reserve {
+                        entry.reserve = Some(entry.reserve.unwrap_or(0).max(hint));
+                    }
                 }
                 // Checks of one key with another limit or window (never from `Quota`, whose
                 // limits are fixed) go as an entry of their own, checked after the first.
@@ -236,21 +442,13 @@ impl RedisCounter {
                         key: key.to_owned(),
                         limit,
                         window_ms,
+                        reserve,
+                        give_back: None,
                         waiters: vec![tx],
                     });
                 }
             }
-            let start = queue.senders < IN_FLIGHT;
-            if start {
-                queue.senders += 1;
-            }
-            start
-        };
-        if start {
-            // A task of its own, not this request's future: a client that hangs up must not
-            // take the batch of the others with it.
-            tokio::spawn(Arc::clone(&self.shared).flush());
-        }
+        });
         rx.await.unwrap_or_else(|_| {
             Err(Arc::new(RedisError::from(std::io::Error::other(
                 "the quota batch was abandoned",
@@ -288,12 +486,21 @@ impl Shared {
             for entry in &mut entries {
                 entry.waiters.retain(|tx| !tx.is_closed());
             }
-            entries.retain(|entry| !entry.waiters.is_empty());
+            entries.retain(|entry| entry.give_back.is_some() || !entry.waiters.is_empty());
             if entries.is_empty() {
                 continue;
             }
             match self.call(&entries).await {
-                Ok(answer) => deliver(entries, &answer),
+                Ok(answer) => {
+                    for (key, bucket, unused) in deliver(entries, &answer) {
+                        // Nobody waits any more for the check that was to own them.
+                        self.queue
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .entries
+                            .push(Entry::give_back(key, bucket, unused));
+                    }
+                }
                 Err(e) => {
                     let e = Arc::new(e);
                     for tx in entries.into_iter().flat_map(|entry| entry.waiters) {
@@ -328,8 +535,19 @@ impl Shared {
                 .key(&entry.key)
                 .arg(entry.limit)
                 .arg(entry.window_ms)
-                .arg(bucket_ms(entry.window_ms))
-                .arg(entry.waiters.len());
+                .arg(bucket_ms(entry.window_ms));
+            match entry.give_back {
+                Some((bucket, requests)) => {
+                    invocation
+                        .arg(-i64::try_from(requests).unwrap_or(i64::MAX))
+                        .arg(bucket);
+                }
+                None => {
+                    invocation
+                        .arg(entry.waiters.len())
+                        .arg(entry.reserve_wanted());
+                }
+            }
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
         let answer: Result<Vec<i64>, RedisError> = invocation.invoke_async(&mut conn).await;
@@ -342,38 +560,69 @@ impl Shared {
     }
 }
 
-/// Hands each waiting check its usage from the script's answer.
-fn deliver(entries: Vec<Entry>, answer: &[i64]) {
+impl Queue {
+    /// True when the caller is to start a sending task (fewer than [`IN_FLIGHT`] run).
+    fn claim_sender(&mut self) -> bool {
+        let start = self.senders < IN_FLIGHT;
+        if start {
+            self.senders += 1;
+        }
+        start
+    }
+}
+
+/// Hands each waiting check its usage from the script's answer, and a reservation to the first
+/// check still waiting. Returns the reservations nobody was left to take, to be given back:
+/// `(key, bucket, requests)`.
+fn deliver(entries: Vec<Entry>, answer: &[i64]) -> Vec<(String, i64, u64)> {
     let malformed = || {
         Arc::new(RedisError::from(std::io::Error::other(
             "the quota script answered in an unexpected shape",
         )))
     };
+    let mut orphans = Vec::new();
     let (Some(&now_ms), Some(rest)) = (answer.first(), answer.get(1..)) else {
         let e = malformed();
         for tx in entries.into_iter().flat_map(|entry| entry.waiters) {
             let _ = tx.send(Err(Arc::clone(&e)));
         }
-        return;
+        return orphans;
     };
-    let mut rows = rest.chunks_exact(4);
+    let mut rows = rest.chunks_exact(6);
     for entry in entries {
-        let Some(&[before, admitted, oldest, release]) = rows.next() else {
+        let Some(&[before, admitted, oldest, release, reserved, bucket]) = rows.next() else {
             let e = malformed();
             for tx in entry.waiters {
                 let _ = tx.send(Err(Arc::clone(&e)));
             }
             continue;
         };
-        let usages = batch_usages(
-            entry.waiters.len(),
-            [before, admitted, oldest, release],
-            now_ms,
-        );
+        if entry.give_back.is_some() {
+            continue;
+        }
+        let n = entry.waiters.len();
+        let mut grant = (reserved > 0).then(|| {
+            let step = bucket_ms(entry.window_ms);
+            Grant {
+                reserved: u64::try_from(reserved).unwrap_or(0),
+                bucket,
+                used: u64::try_from(before.saturating_add(admitted)).unwrap_or(0),
+                oldest_ms: oldest,
+                now_ms,
+                valid_until_ms: (now_ms.div_euclid(step) + 1).saturating_mul(step),
+            }
+        });
+        let usages = batch_usages(n, [before, admitted, oldest, release], now_ms);
         for (tx, usage) in entry.waiters.into_iter().zip(usages) {
-            let _ = tx.send(Ok(usage));
+            if let Err(Ok((_, back))) = tx.send(Ok((usage, grant.take()))) {
+                grant = back;
+            }
+        }
+        if let Some(grant) = grant {
+            orphans.push((entry.key, grant.bucket, grant.reserved));
         }
     }
+    orphans
 }
 
 /// The usages of `n` requests of one caller checked together, in order, from the script's row
