@@ -560,5 +560,17 @@ async fn a_busy_caller_one_request_at_a_time_is_served_from_reservations() {
     let mut conn = admin().await;
     let key = format!("{prefix}user:{id}");
     assert_eq!(counted(&mut conn, &key).await, 300);
+
+    // At shutdown the reservation in hand goes back at once.
+    let mut made = 300;
+    let mut reserved = made;
+    while reserved == made && made < 600 {
+        assert!(quota.check(&user).await.unwrap().admitted);
+        made += 1;
+        reserved = counted(&mut conn, &key).await;
+    }
+    assert!(reserved > made, "a reservation out: {reserved} counted, {made} made");
+    assert_eq!(quota.give_back_reservations().await, reserved - made);
+    assert_eq!(counted(&mut conn, &key).await, made);
     let _: () = conn.del(&key).await.unwrap();
 }

@@ -569,6 +569,27 @@ impl Quota {
         });
     }
 
+    /// Gives back to Redis every reservation not used yet, at shutdown: otherwise they would
+    /// stay counted for a day, requests the caller never made. Returns how many went back.
+    pub async fn give_back_reservations(&self) -> u64 {
+        let Backend::Redis { redis, local, .. } = &self.backend else {
+            return 0;
+        };
+        let unused = local.sweep(i64::MAX);
+        let requests = unused.iter().map(|&(_, _, n)| n).sum();
+        match tokio::time::timeout(redis::RESPONSE_TIMEOUT, redis.give_back_now(unused)).await {
+            Ok(Ok(())) => requests,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, requests, "quota: unused reservations could not be given back; they stay counted until they leave the window");
+                0
+            }
+            Err(_) => {
+                tracing::warn!(requests, "quota: Redis did not take back the unused reservations in time; they stay counted until they leave the window");
+                0
+            }
+        }
+    }
+
     /// Script calls made to Redis so far (`None` with counters in memory).
     pub fn redis_calls(&self) -> Option<u64> {
         match &self.backend {

@@ -404,6 +404,19 @@ impl RedisCounter {
         self.queue_up(|queue| queue.entries.push(Entry::give_back(key, bucket, requests)));
     }
 
+    /// Gives back at once, in one call of its own, unused reservations `(key, bucket,
+    /// requests)`: at shutdown, when no batch is to come.
+    pub async fn give_back_now(&self, unused: Vec<(String, i64, u64)>) -> Result<(), RedisError> {
+        let entries: Vec<Entry> = unused
+            .into_iter()
+            .map(|(key, bucket, requests)| Entry::give_back(key, bucket, requests))
+            .collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.shared.call(&entries).await.map(drop)
+    }
+
     /// Adds to the queue, and starts a task sending batches when fewer than [`IN_FLIGHT`] do.
     fn queue_up(&self, add: impl FnOnce(&mut Queue)) {
         let start = {

@@ -138,12 +138,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = listen(&config, DEFAULT_ADDR).await?;
     info!(addr = %listener.local_addr()?, "bourse serve listening");
     cancel_on_signal(&shutdown);
+    let quota = ctx.quota.clone();
     // The peer address is what anonymous callers are counted by (unless a proxy header is set).
     let app = bourse_api::app(ctx).into_make_service_with_connect_info::<SocketAddr>();
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = server.await;
     shutdown.cancel();
+    if let Some(quota) = quota {
+        let given_back = quota.give_back_reservations().await;
+        if given_back > 0 {
+            info!(
+                requests = given_back,
+                "quota: unused reservations given back to Redis"
+            );
+        }
+    }
 
     // Drain the feed: the source stops handing over messages, the ingestor commits and acks.
     if tokio::time::timeout(Duration::from_secs(30), async {
