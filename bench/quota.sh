@@ -20,7 +20,7 @@
 # The modes take turns, ROUNDS times (off, memory, redis, off, memory, redis, ...), and each row
 # shows the median run of its mode: on a shared machine one run can be off by 10% either way,
 # and alternating spreads slow spells over all modes alike.
-# Usage: bench/quota.sh [SECONDS] [ROUNDS]
+# Usage: bench/quota.sh [SECONDS] [ROUNDS]   (QUOTA_BENCH_CALLERS="one" or "many": one kind only)
 # Needs: a release build (made if BOURSE_BIN is unset), wrk, PostgreSQL and Redis on 127.0.0.1.
 source "$(dirname "$0")/lib.sh"
 SECS="${1:-10}"
@@ -87,7 +87,7 @@ echo "turns; each row is its mode's median run; cost = requests/s lost against t
 echo
 echo "| callers | quota  | requests/s | p50      | p99      | non-2xx | cost    | API CPU µs/req | Redis CPU µs/req | Redis calls/req | all runs, requests/s |"
 echo "|---------|--------|------------|----------|----------|---------|---------|----------------|------------------|-----------------|----------------------|"
-for callers in one many; do
+for callers in ${QUOTA_BENCH_CALLERS:-one many}; do
   for round in $(seq "$ROUNDS"); do
     run "$callers" off 0 >>"$work/$callers-off"
     run "$callers" memory "$LIMIT" >>"$work/$callers-memory"
