@@ -4,9 +4,11 @@
 # (bench/quota.sh) moves by 10% between runs on a shared 2-core machine. The API runs under
 # callgrind; one keep-alive client sends N anonymous GET /stocks (from the read cache) one after
 # the other, after a warm-up; the counters are zeroed before and dumped after, so start-up is not
-# counted. Modes: off (no layer), memory, redis (limits too high to refuse). With one request
-# at a time every Redis check is a script call of its own, so the redis row is the cost without
-# batching (an upper bound: under load the calls are shared, bench/quota.sh counts how many).
+# counted. Modes: off (no layer), memory, redis without reservations, redis (limits too high to
+# refuse). With one request at a time and no reservations every Redis check is a script call of
+# its own: the cost without batching (an upper bound: under load the calls are shared,
+# bench/quota.sh counts how many). With reservations (the default) this caller, busy and far
+# from its limit, is admitted from reservations, about one call a second.
 # Usage: bench/quota-instructions.sh [REQUESTS]
 # Needs: a release build (made if BOURSE_BIN is unset), valgrind, PostgreSQL and Redis.
 source "$(dirname "$0")/lib.sh"
@@ -39,11 +41,11 @@ for _ in range(int(sys.argv[2])):
 PY
 }
 
-measure() { # mode limit [redis_url] -> instructions per request
+measure() { # mode limit [redis_url [reservations]] -> instructions per request
   local port pid out="$work/callgrind-$1"
   port="$(free_port)"
   BOURSE_HTTP_ADDR="127.0.0.1:$port" BOURSE_QUOTA_ANON_PER_DAY="$2" BOURSE_QUOTA_USER_PER_DAY="$2" \
-    BOURSE_REDIS_URL="${3:-}" BOURSE_QUOTA_REDIS_PREFIX="$prefix" \
+    BOURSE_REDIS_URL="${3:-}" BOURSE_QUOTA_REDIS_PREFIX="$prefix" BOURSE_QUOTA_RESERVATIONS="${4:-true}" \
     valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" serve >"$work/serve-$1.log" 2>&1 &
   pid=$!
   pids+=("$pid")
@@ -61,7 +63,9 @@ measure() { # mode limit [redis_url] -> instructions per request
 
 off="$(measure off 0)"
 memory="$(measure memory "$LIMIT")"
-redis="$(measure redis "$LIMIT" "$REDIS")"
+exact="$(measure redis-exact "$LIMIT" "$REDIS" false)"
+redis-cli -u "$REDIS" --scan --pattern "${prefix}*" | xargs -r redis-cli -u "$REDIS" del >/dev/null
+redis="$(measure redis "$LIMIT" "$REDIS" true)"
 redis-cli -u "$REDIS" --scan --pattern "${prefix}*" | xargs -r redis-cli -u "$REDIS" del >/dev/null
 echo
 echo "API instructions per anonymous GET /stocks (callgrind, $N requests one at a time)"
@@ -69,7 +73,8 @@ echo
 echo "| quota | instructions/request | added by the layer |"
 echo "|---|---|---|"
 printf '| off | %s | — |\n' "$off"
-for row in "memory $memory" "redis, one script call per request $redis"; do
+for row in "memory $memory" "redis without reservations, one script call per request $exact" \
+  "redis with reservations $redis"; do
   set -- $row
   value="${*: -1}"
   label="${row% *}"

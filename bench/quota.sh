@@ -5,7 +5,9 @@
 #   off     both limits 0: no layer at all
 #   memory  counters in this process (per caller, a day's counts per second)
 #   redis   counters in Redis: batched script calls on one list of per-second counts per
-#           caller (the checks that arrive while a call is in flight go together in the next)
+#           caller (the checks that arrive while a call is in flight go together in the next),
+#           and reservations for busy callers far from their limit (the default)
+#   redis-x the same without reservations (BOURSE_QUOTA_RESERVATIONS=false)
 # for two kinds of traffic:
 #   one     all wrk connections come from 127.0.0.1: one caller, one hot key (a NAT or a proxy)
 #   many    each request names one of 65,536 client addresses in X-Forwarded-For
@@ -17,7 +19,7 @@
 # the script calls Redis counted per request: on this 2-core machine wrk, the API and Redis
 # share the cores, so Redis's own work shows up as lost requests/s, where in production it runs
 # on a machine of its own.
-# The modes take turns, ROUNDS times (off, memory, redis, off, memory, redis, ...), and each row
+# The modes take turns, ROUNDS times (off, memory, redis, redis-x, off, ...), and each row
 # shows the median run of its mode: on a shared machine one run can be off by 10% either way,
 # and alternating spreads slow spells over all modes alike.
 # Usage: bench/quota.sh [SECONDS] [ROUNDS]   (QUOTA_BENCH_CALLERS="one" or "many": one kind only)
@@ -42,13 +44,13 @@ script_calls() { # EVALSHA + EVAL calls Redis has served so far
     awk -F'[=,]' '/^cmdstat_eval(sha)?:/ { n += $2 } END { print n + 0 }'
 }
 
-run() { # callers(one|many) mode limit [redis_url] -> "rps p50 p99 non2xx api_us redis_us calls_per_req"
+run() { # callers(one|many) mode limit [redis_url [reservations]] -> "rps p50 p99 non2xx api_us redis_us calls_per_req"
   local port pid rps non2xx requests api0 api1 redis0 redis1 redis_us calls0 calls1 per_req
   local out="$work/wrk-$1-$2.txt" script=()
   [ "$1" = one ] || script=(-s "$(dirname "$0")/many-callers.lua")
   port="$(free_port)"
   BOURSE_HTTP_ADDR="127.0.0.1:$port" BOURSE_QUOTA_ANON_PER_DAY="$3" BOURSE_QUOTA_USER_PER_DAY="$3" \
-    BOURSE_REDIS_URL="${4:-}" BOURSE_QUOTA_REDIS_PREFIX="$prefix" \
+    BOURSE_REDIS_URL="${4:-}" BOURSE_QUOTA_REDIS_PREFIX="$prefix" BOURSE_QUOTA_RESERVATIONS="${5:-true}" \
     BOURSE_TRUSTED_PROXY_HEADER="$([ "$1" = one ] || echo X-Forwarded-For)" \
     "$BIN" serve >"$work/serve-$1-$2.log" 2>&1 &
   pid=$!
@@ -85,17 +87,18 @@ echo
 echo "Anonymous GET /stocks, wrk 64 connections, ${SECS}s a run, $ROUNDS runs a mode taken in"
 echo "turns; each row is its mode's median run; cost = requests/s lost against the off row"
 echo
-echo "| callers | quota  | requests/s | p50      | p99      | non-2xx | cost    | API CPU µs/req | Redis CPU µs/req | Redis calls/req | all runs, requests/s |"
-echo "|---------|--------|------------|----------|----------|---------|---------|----------------|------------------|-----------------|----------------------|"
+echo "| callers | quota   | requests/s | p50      | p99      | non-2xx | cost    | API CPU µs/req | Redis CPU µs/req | Redis calls/req | all runs, requests/s |"
+echo "|---------|---------|------------|----------|----------|---------|---------|----------------|------------------|-----------------|----------------------|"
 for callers in ${QUOTA_BENCH_CALLERS:-one many}; do
   for round in $(seq "$ROUNDS"); do
     run "$callers" off 0 >>"$work/$callers-off"
     run "$callers" memory "$LIMIT" >>"$work/$callers-memory"
     run "$callers" redis "$LIMIT" "$REDIS" >>"$work/$callers-redis"
+    run "$callers" redis-x "$LIMIT" "$REDIS" false >>"$work/$callers-redis-x"
     drop_keys
   done
   off_rps=""
-  for mode in off memory redis; do
+  for mode in off memory redis redis-x; do
     read -r rps p50 p99 non2xx api_us redis_us per_req < <(median_run "$work/$callers-$mode")
     if [ "$mode" = off ]; then
       off_rps="$rps"
@@ -104,7 +107,7 @@ for callers in ${QUOTA_BENCH_CALLERS:-one many}; do
       cost="$(awk -v off="$off_rps" -v x="$rps" 'BEGIN { printf "%.1f%%", (off - x) / off * 100 }')"
     fi
     all="$(awk '{ printf "%s%.0f", (NR > 1 ? " " : ""), $1 }' "$work/$callers-$mode")"
-    printf '| %-7s | %-6s | %10s | %8s | %8s | %7s | %7s | %14s | %16s | %15s | %20s |\n' "$callers" \
+    printf '| %-7s | %-7s | %10s | %8s | %8s | %7s | %7s | %14s | %16s | %15s | %20s |\n' "$callers" \
       "$mode" "$rps" "$p50" "$p99" "$non2xx" "$cost" "$api_us" "$redis_us" "$per_req" "$all"
   done
 done

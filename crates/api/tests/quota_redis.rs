@@ -309,6 +309,7 @@ async fn a_refused_caller_is_answered_here_until_its_release() {
         window,
         redis_url: Some(redis_url()),
         redis_prefix: prefix.clone(),
+        reservations: true,
     })
     .unwrap()
     .unwrap();
@@ -359,7 +360,7 @@ async fn reservations_are_counted_and_given_back() {
     let mut conn = admin().await;
     let limit = 1_000_000;
     let (usage, grant) = counter
-        .attempt_reserving(&key, limit, DAY_MS, 100)
+        .attempt_or_reserve(&key, limit, DAY_MS, Some(100))
         .await
         .unwrap();
     assert!(usage.admitted);
@@ -406,7 +407,7 @@ async fn reservations_are_counted_and_given_back() {
     ] {
         let key = unique_key("user:near");
         let (usage, grant) = counter
-            .attempt_reserving(&key, limit, DAY_MS, 1000)
+            .attempt_or_reserve(&key, limit, DAY_MS, Some(1000))
             .await
             .unwrap();
         assert!(usage.admitted);
@@ -569,8 +570,36 @@ async fn a_busy_caller_one_request_at_a_time_is_served_from_reservations() {
         made += 1;
         reserved = counted(&mut conn, &key).await;
     }
-    assert!(reserved > made, "a reservation out: {reserved} counted, {made} made");
+    assert!(
+        reserved > made,
+        "a reservation out: {reserved} counted, {made} made"
+    );
     assert_eq!(quota.give_back_reservations().await, reserved - made);
     assert_eq!(counted(&mut conn, &key).await, made);
+    let _: () = conn.del(&key).await.unwrap();
+}
+
+/// With reservations off, every check of a caller sending one request at a time is a call.
+#[tokio::test]
+async fn without_reservations_every_check_goes_to_redis() {
+    let prefix = format!("bourse:quota:test-{}:", uuid::Uuid::new_v4().simple());
+    let quota = Quota::new(&QuotaConfig {
+        anonymous: 0,
+        user: 1_000_000,
+        redis_url: Some(redis_url()),
+        redis_prefix: prefix.clone(),
+        reservations: false,
+        ..QuotaConfig::default()
+    })
+    .unwrap()
+    .unwrap();
+    let id = uuid::Uuid::new_v4();
+    for _ in 0..50 {
+        assert!(quota.check(&Subject::User(id)).await.unwrap().admitted);
+    }
+    assert_eq!(quota.redis_calls(), Some(50));
+    let mut conn = admin().await;
+    let key = format!("{prefix}user:{id}");
+    assert_eq!(counted(&mut conn, &key).await, 50);
     let _: () = conn.del(&key).await.unwrap();
 }

@@ -76,6 +76,10 @@ pub struct QuotaConfig {
     pub redis_url: Option<String>,
     /// Prefix of the Redis keys (`bourse:quota:` by contract; tests use their own).
     pub redis_prefix: String,
+    /// Whether busy callers far from their limit are served from reservations (see
+    /// [`redis::Grant`]); without them every batch of checks is a script call, and other
+    /// replicas never see a count that includes requests not made yet.
+    pub reservations: bool,
 }
 
 impl Default for QuotaConfig {
@@ -86,6 +90,7 @@ impl Default for QuotaConfig {
             window: DAY,
             redis_url: None,
             redis_prefix: "bourse:quota:".into(),
+            reservations: true,
         }
     }
 }
@@ -374,6 +379,7 @@ pub struct Quota {
     fixed: [Fixed; 2],
     window_ms: i64,
     prefix: String,
+    reservations: bool,
     backend: Backend,
     /// Redis failures are logged at most once per [`WARN_EVERY`].
     started: Instant,
@@ -420,6 +426,7 @@ impl Quota {
             ],
             window_ms,
             prefix: config.redis_prefix.clone(),
+            reservations: config.reservations,
             backend,
             started,
             last_warning_ms: AtomicI64::new(i64::MIN),
@@ -500,7 +507,12 @@ impl Quota {
                 let answer = if ask_redis {
                     match tokio::time::timeout(
                         redis::RESPONSE_TIMEOUT,
-                        redis.attempt_reserving(&key, limit, self.window_ms, hint),
+                        redis.attempt_or_reserve(
+                            &key,
+                            limit,
+                            self.window_ms,
+                            self.reservations.then_some(hint),
+                        ),
                     )
                     .await
                     {

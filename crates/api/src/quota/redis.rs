@@ -302,7 +302,7 @@ struct Entry {
     key: String,
     limit: u64,
     window_ms: i64,
-    /// `None`: no reservation; `Some(n)`: about `n` wanted (see [`RedisCounter::attempt_reserving`]).
+    /// `None`: no reservation; `Some(n)`: about `n` wanted (see [`RedisCounter::attempt_or_reserve`]).
     reserve: Option<u64>,
     /// `(bucket, requests)` given back.
     give_back: Option<(i64, u64)>,
@@ -381,18 +381,19 @@ impl RedisCounter {
             .map(|(usage, _)| usage)
     }
 
-    /// [`Self::attempt`], also asking for a reservation of about `hint` requests (more when
-    /// several requests of the caller wait together; Redis grants less or none when the caller
-    /// has little left). One check of the entry receives the [`Grant`]; whoever receives it
-    /// owns the reserved requests and must give back those it does not use.
-    pub async fn attempt_reserving(
+    /// [`Self::attempt`]; with `Some(hint)`, also asking for a reservation of about `hint`
+    /// requests (more when several requests of the caller wait together or it has sent several
+    /// this second; Redis grants less or none when the caller has little left). One check of
+    /// the entry receives the [`Grant`]; whoever receives it owns the reserved requests and
+    /// must give back those it does not use.
+    pub async fn attempt_or_reserve(
         &self,
         key: &str,
         limit: u64,
         window_ms: i64,
-        hint: u64,
+        hint: Option<u64>,
     ) -> Answer {
-        self.enqueue(key, limit, window_ms, Some(hint)).await
+        self.enqueue(key, limit, window_ms, hint).await
     }
 
     /// Gives back `requests` reserved requests of `bucket` that were not used, with the next

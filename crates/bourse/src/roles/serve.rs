@@ -199,6 +199,7 @@ fn traffic(config: &Config) -> anyhow::Result<(Traffic, Option<RequestLogWriter>
         window: DAY,
         redis_url: config.redis_url.clone(),
         redis_prefix: config.quota_redis_prefix.clone(),
+        reservations: config.quota_reservations,
     })
     .context("invalid BOURSE_REDIS_URL")?;
     match &quota {
