@@ -57,7 +57,7 @@ measure() { # mode limit [redis_url [reservations]] -> instructions per request
   kill "$pid"
   wait "$pid" 2>/dev/null || true
   # The dump made on request is the largest file (the one at exit holds the shutdown only).
-  callgrind_annotate "$(ls -S "$out"* | head -1)" 2>/dev/null |
+  callgrind_annotate "$(ls -S "$out" "$out".* 2>/dev/null | head -1)" 2>/dev/null |
     awk -v n="$N" '/PROGRAM TOTALS/ { gsub(",", "", $1); printf "%.0f\n", $1 / n; exit }'
 }
 
