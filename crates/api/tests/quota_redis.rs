@@ -502,8 +502,10 @@ async fn reservations_never_admit_past_the_limit_and_come_back() {
     assert!(admitted <= limit, "{admitted} admitted");
     assert!(calls < 3_200 / 4, "{calls} script calls for 3,200 checks");
 
-    // Every reservation ends with its second; the sweepers give back what was not used.
-    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    // Every reservation ends with its second; the sweepers give back what was not used. (And
+    // the refusals made while reservations were out, which the replicas remember, last at most
+    // three seconds.)
+    tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
     let key = format!("{prefix}user:{id}");
     let mut conn = admin().await;
     assert_eq!(
@@ -557,7 +559,7 @@ async fn a_busy_caller_one_request_at_a_time_is_served_from_reservations() {
     }
     let calls = quota.redis_calls().unwrap();
     assert!(calls < 60, "{calls} script calls for 300 requests");
-    tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
     let mut conn = admin().await;
     let key = format!("{prefix}user:{id}");
     assert_eq!(counted(&mut conn, &key).await, 300);
@@ -601,5 +603,40 @@ async fn without_reservations_every_check_goes_to_redis() {
     let mut conn = admin().await;
     let key = format!("{prefix}user:{id}");
     assert_eq!(counted(&mut conn, &key).await, 50);
+    let _: () = conn.del(&key).await.unwrap();
+}
+
+/// A caller refused while another replica's reservation may still come back is told to retry
+/// within seconds, not a day; once it is back, the caller is admitted again.
+#[tokio::test(flavor = "current_thread")]
+async fn a_refusal_while_a_reservation_is_out_is_short() {
+    let key = unique_key("user:short");
+    let (a, b) = (
+        RedisCounter::connect(&redis_url()).unwrap(),
+        RedisCounter::connect(&redis_url()).unwrap(),
+    );
+    let (_, grant) = a
+        .attempt_or_reserve(&key, 1100, DAY_MS, Some(100))
+        .await
+        .unwrap();
+    let grant = grant.expect("1,099 left: a reservation");
+    assert_eq!(grant.reserved, 1099 / 16);
+    let rest = 1100 - 1 - grant.reserved;
+    let taken = futures::future::join_all((0..rest).map(|_| b.attempt(&key, 1100, DAY_MS))).await;
+    assert!(taken.iter().all(|u| u.as_ref().is_ok_and(|u| u.admitted)));
+    let refused = b.attempt(&key, 1100, DAY_MS).await.unwrap();
+    assert!(!refused.admitted);
+    let wait = refused.release_at_ms.expect("a release") - refused.now_ms;
+    assert!(
+        (1..=3000).contains(&wait),
+        "retry within 3 s, not {wait} ms"
+    );
+    a.give_back_now(vec![(key.clone(), grant.bucket, grant.reserved)])
+        .await
+        .unwrap();
+    let admitted = b.attempt(&key, 1100, DAY_MS).await.unwrap();
+    assert!(admitted.admitted);
+    assert_eq!(admitted.used, 1100 - grant.reserved + 1);
+    let mut conn = admin().await;
     let _: () = conn.del(&key).await.unwrap();
 }
