@@ -28,7 +28,10 @@
 //! limit (each is counted in the second it is admitted in); other replicas may see the caller's
 //! count higher by what is reserved and not yet used, for about a second, which is why there is
 //! none near the limit ([`RESERVE_FLOOR`], [`RESERVE_SHARE`]) and why a refusal made while
-//! reservations may be out names a release a few seconds away instead of the day's.
+//! reservations may be out names a release a few seconds away instead of the day's: the key
+//! `<caller's key>:reserved` holds the bucket of the caller's last reservation until three
+//! buckets after it (the log's format is unchanged, so replicas of the previous version read
+//! the logs this one writes).
 //!
 //! The script reads the time from Redis (`TIME`), not from the replica, so replicas whose clocks
 //! disagree still share one window. A key expires when its newest bucket leaves the window. A
@@ -61,10 +64,7 @@ local FLOOR = RESERVE_FLOOR
 local SHARE = RESERVE_SHARE
 local BUSY = RESERVE_BUSY
 local MAX = MAX_RESERVE
-local function newest(tb, tc, ts, hb, base, exp, rb)
-  if rb >= 0 then
-    return string.format('%d:%d:%d:%d:%d:%d:%d', tb, tc, ts, hb, base, exp, rb)
-  end
+local function newest(tb, tc, ts, hb, base, exp)
   return string.format('%d:%d:%d:%d:%d:%d', tb, tc, ts, hb, base, exp)
 end
 for i, key in ipairs(KEYS) do
@@ -76,8 +76,8 @@ for i, key in ipairs(KEYS) do
   local slack = math.max(step, math.floor(window / 24))
   local bucket = math.floor(now / step)
   -- newest entry: tb tc ts (bucket, count, running total), hb (oldest bucket), base (running
-  -- total before it), exp (the key's expiry), rb (the last bucket with a reservation, -1 none)
-  local tb, tc, ts, hb, base, exp, rb
+  -- total before it), exp (the key's expiry)
+  local tb, tc, ts, hb, base, exp
   local tail = redis.pcall('LINDEX', key, -1)
   if type(tail) == 'table' then
     -- Not a list (a sorted set left by an earlier version): start over.
@@ -85,12 +85,7 @@ for i, key in ipairs(KEYS) do
     tail = false
   end
   if tail then
-    tb, tc, ts, hb, base, exp, rb =
-      string.match(tail, '^(%-?%d+):(%d+):(%d+):(%-?%d+):(%d+):(%d+):(%-?%d+)$')
-    if not tb then
-      tb, tc, ts, hb, base, exp = string.match(tail, '^(%-?%d+):(%d+):(%d+):(%-?%d+):(%d+):(%d+)$')
-      rb = '-1'
-    end
+    tb, tc, ts, hb, base, exp = string.match(tail, '^(%-?%d+):(%d+):(%d+):(%-?%d+):(%d+):(%d+)$')
   end
   if not hb then
     -- A list of another format: start over.
@@ -98,7 +93,7 @@ for i, key in ipairs(KEYS) do
     tail = false
   else
     tb, tc, ts = tonumber(tb), tonumber(tc), tonumber(ts)
-    hb, base, exp, rb = tonumber(hb), tonumber(base), tonumber(exp), tonumber(rb)
+    hb, base, exp = tonumber(hb), tonumber(base), tonumber(exp)
   end
   if n < 0 then
     -- A give-back: the bucket's count and the running totals from it on drop by what is given
@@ -125,7 +120,7 @@ for i, key in ipairs(KEYS) do
           if j == found then c = c - d end
           if j == 1 then
             tc, ts = c, ts - d
-            redis.call('LSET', key, -1, newest(tb, tc, ts, hb, base, exp, rb))
+            redis.call('LSET', key, -1, newest(tb, tc, ts, hb, base, exp))
           else
             redis.call('LSET', key, -j, string.format('%d:%d:%d', e[1], c, e[3] - d))
           end
@@ -160,11 +155,9 @@ for i, key in ipairs(KEYS) do
     reserved = math.min(want, MAX, math.floor(room / SHARE))
   end
   local add = admitted + reserved
-  if not tail then rb = -1 end
-  if reserved > 0 then rb = math.max(bucket, tb or bucket) end
   if add > 0 and tail and tb >= bucket then
     tc, ts = tc + add, ts + add
-    redis.call('LSET', key, -1, newest(tb, tc, ts, hb, base, exp, rb))
+    redis.call('LSET', key, -1, newest(tb, tc, ts, hb, base, exp))
   elseif add > 0 then
     local fresh = not tail
     if fresh then hb, base, ts = bucket, 0, 0 end
@@ -172,11 +165,15 @@ for i, key in ipairs(KEYS) do
     local due = (bucket + 1) * step + window
     local extend = fresh or due > exp
     if extend then exp = due + slack end
-    redis.call('RPUSH', key, newest(tb, tc, ts, hb, base, exp, rb))
+    redis.call('RPUSH', key, newest(tb, tc, ts, hb, base, exp))
     if extend then redis.call('PEXPIREAT', key, exp) end
     tail = true
   elseif changed and tail then
-    redis.call('LSET', key, -1, newest(tb, tc, ts, hb, base, exp, rb))
+    redis.call('LSET', key, -1, newest(tb, tc, ts, hb, base, exp))
+  end
+  if reserved > 0 then
+    -- Whose reservations may still come back: a key beside the log, gone when they are.
+    redis.call('SET', key .. ':reserved', tb, 'PXAT', (bucket + 3) * step)
   end
   local oldest = -1
   if tail then oldest = (hb + 1) * step + window end
@@ -201,8 +198,9 @@ for i, key in ipairs(KEYS) do
     end
     -- Reservations made in the last seconds may still come back unused: the refused try again
     -- once they have.
-    if rb >= bucket - 2 then
-      local back = (rb + 3) * step
+    local rb = redis.call('GET', key .. ':reserved')
+    if rb then
+      local back = (tonumber(rb) + 3) * step
       if release < 0 or back < release then release = back end
     end
   end
