@@ -255,8 +255,8 @@ impl Store {
     /// distinct keys written.
     ///
     /// PostgreSQL: the batch is sent once in `COPY`'s binary format, straight into the table
-    /// when its keys are new ([`PG_COPY_INTO_BARS`]), else into a staging table and upserted
-    /// from there with `INSERT … ON CONFLICT DO UPDATE` ([`PG_UPSERT_STAGED`]). SQLite: prepared multi-row
+    /// when its keys are new (`PG_COPY_INTO_BARS`), else into a staging table and upserted
+    /// from there with `INSERT … ON CONFLICT DO UPDATE` (`PG_UPSERT_STAGED`). SQLite: prepared multi-row
     /// `INSERT … VALUES … ON CONFLICT DO UPDATE` statements of 1,000 rows on the single writer.
     pub async fn import_bars_with(
         &self,
@@ -394,14 +394,14 @@ impl Store {
 
     /// Resampling pushed down into PostgreSQL: the database aggregates the range bin by bin and
     /// returns one row per bin instead of every bar, with exactly the rules of
-    /// [`bourse_domain::resample`] (same bins, same anchoring, empty bins omitted).
+    /// [`bourse_domain::resample()`] (same bins, same anchoring, empty bins omitted).
     ///
     /// The bins are computed here ([`bourse_domain::resample::bins`]) and sent as two arrays;
     /// each bin is then an index range scan of `(symbol, ts)`: its open and close are the first
-    /// and last row of the range, high, low and volume one aggregate over it ([`PG_BINNED`]). No
+    /// and last row of the range, high, low and volume one aggregate over it (`PG_BINNED`). No
     /// per-row calendar arithmetic, no hashing, no plan that depends on guessing the number of
     /// groups. Ranges with more than [`MAX_BINS`] bins (minute bins over years) are grouped by a
-    /// computed bin instead ([`PG_GROUPED`]).
+    /// computed bin instead (`PG_GROUPED`).
     ///
     /// `None` means "resample in Rust instead": always on SQLite, and with
     /// [`PushDown::WhenCoarse`] when the bins are not much coarser than the bars (see
@@ -521,8 +521,8 @@ impl Store {
     }
 }
 
-/// More bins than this are grouped by [`PG_GROUPED`] rather than probed one by one by
-/// [`PG_BINNED`]: each bin costs three index probes, empty or not, so a few thousand cost a few
+/// More bins than this are grouped by `PG_GROUPED` rather than probed one by one by
+/// `PG_BINNED`: each bin costs three index probes, empty or not, so a few thousand cost a few
 /// milliseconds, while grouping costs per bar.
 pub const MAX_BINS: usize = 5_000;
 

@@ -11,7 +11,7 @@
 //! Indicators are computed on the bars of the requested range only: the first rows of a window
 //! start at the window's length into the range, and `vwap` accumulates from the range's start.
 //!
-//! Resampling runs in Rust on the fetched bars ([`bourse_domain::resample`]), except on
+//! Resampling runs in Rust on the fetched bars ([`bourse_domain::resample()`]), except on
 //! PostgreSQL when each bin holds many bars (minute bars into hours, days, years; daily bars into
 //! quarters, years): there the database aggregates them bin by bin, one index range scan each
 //! ([`Store::resample_in_database`]), and returns one row per bin instead of every bar, which
