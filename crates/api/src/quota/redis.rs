@@ -67,6 +67,11 @@ local MAX = MAX_RESERVE
 local function newest(tb, tc, ts, hb, base, exp)
   return string.format('%d:%d:%d:%d:%d:%d', tb, tc, ts, hb, base, exp)
 end
+-- Any entry's bucket, count and running total.
+local function parse(entry)
+  local b, c, s = string.match(entry, '^(%-?%d+):(%d+):(%d+)')
+  return tonumber(b), tonumber(c), tonumber(s)
+end
 for i, key in ipairs(KEYS) do
   local limit = tonumber(ARGV[5 * i - 4])
   local window = tonumber(ARGV[5 * i - 3])
@@ -106,8 +111,7 @@ for i, key in ipairs(KEYS) do
         local e = tail
         if j > 1 then e = redis.call('LINDEX', key, -j) end
         if not e then break end
-        local eb, ec, es = string.match(e, '^(%-?%d+):(%d+):(%d+)')
-        eb, ec, es = tonumber(eb), tonumber(ec), tonumber(es)
+        local eb, ec, es = parse(e)
         seen[j] = {eb, ec, es}
         if eb == b then found = j break end
         if eb < b then break end
@@ -129,87 +133,87 @@ for i, key in ipairs(KEYS) do
     end
     for _ = 1, 6 do out[#out + 1] = 0 end
   else
-  local changed = false
-  while tail and (hb + 1) * step + window <= now do
-    redis.call('LPOP', key)
-    changed = true
-    local head = redis.call('LINDEX', key, 0)
-    if head then
-      local b, c, s = string.match(head, '^(%-?%d+):(%d+):(%d+)')
-      hb, base = tonumber(b), tonumber(s) - tonumber(c)
-    else
-      tail = false
-    end
-  end
-  local before = 0
-  if tail then before = ts - base end
-  local admitted = math.max(0, math.min(n, limit - before))
-  -- A reservation only while the caller has plenty left: never more than a SHARE-th of what
-  -- remains, and none once fewer than FLOOR remain, so near its limit every request of a
-  -- caller is counted here one by one. At least as many as the caller has sent this second
-  -- when that is BUSY or more (a caller sending one request at a time gets one too).
-  local reserved = 0
-  local room = limit - before - admitted
-  if want >= 0 and room >= FLOOR then
-    if tail and tb == bucket and tc >= BUSY then want = math.max(want, tc) end
-    reserved = math.min(want, MAX, math.floor(room / SHARE))
-  end
-  local add = admitted + reserved
-  if add > 0 and tail and tb >= bucket then
-    tc, ts = tc + add, ts + add
-    redis.call('LSET', key, -1, newest(tb, tc, ts, hb, base, exp))
-  elseif add > 0 then
-    local fresh = not tail
-    if fresh then hb, base, ts = bucket, 0, 0 end
-    tb, tc, ts = bucket, add, ts + add
-    local due = (bucket + 1) * step + window
-    local extend = fresh or due > exp
-    if extend then exp = due + slack end
-    redis.call('RPUSH', key, newest(tb, tc, ts, hb, base, exp))
-    if extend then redis.call('PEXPIREAT', key, exp) end
-    tail = true
-  elseif changed and tail then
-    redis.call('LSET', key, -1, newest(tb, tc, ts, hb, base, exp))
-  end
-  if reserved > 0 then
-    -- Whose reservations may still come back: a key beside the log, gone when they are.
-    redis.call('SET', key .. ':reserved', tb, 'PXAT', (bucket + 3) * step)
-  end
-  local oldest = -1
-  if tail then oldest = (hb + 1) * step + window end
-  local release = -1
-  if admitted < n and tail then
-    -- The bucket whose expiry brings the count below the limit: the oldest, unless the limit
-    -- was lowered; then the list is read a slice at a time from its oldest entry.
-    local excess = before + admitted - limit
-    if excess <= 0 then release = oldest end
-    local from = 0
-    while release < 0 do
-      local slice = redis.call('LRANGE', key, from, from + 63)
-      if #slice == 0 then break end
-      for _, entry in ipairs(slice) do
-        local b, _, s = string.match(entry, '^(%-?%d+):(%d+):(%d+)')
-        if tonumber(s) - base > excess then
-          release = (tonumber(b) + 1) * step + window
-          break
-        end
+    local changed = false
+    while tail and (hb + 1) * step + window <= now do
+      redis.call('LPOP', key)
+      changed = true
+      local head = redis.call('LINDEX', key, 0)
+      if head then
+        local b, c, s = parse(head)
+        hb, base = b, s - c
+      else
+        tail = false
       end
-      from = from + 64
     end
-    -- Reservations made in the last seconds may still come back unused: the refused try again
-    -- once they have.
-    local rb = redis.call('GET', key .. ':reserved')
-    if rb then
-      local back = (tonumber(rb) + 3) * step
-      if release < 0 or back < release then release = back end
+    local before = 0
+    if tail then before = ts - base end
+    local admitted = math.max(0, math.min(n, limit - before))
+    -- A reservation only while the caller has plenty left: never more than a SHARE-th of what
+    -- remains, and none once fewer than FLOOR remain, so near its limit every request of a
+    -- caller is counted here one by one. At least as many as the caller has sent this second
+    -- when that is BUSY or more (a caller sending one request at a time gets one too).
+    local reserved = 0
+    local room = limit - before - admitted
+    if want >= 0 and room >= FLOOR then
+      if tail and tb == bucket and tc >= BUSY then want = math.max(want, tc) end
+      reserved = math.min(want, MAX, math.floor(room / SHARE))
     end
-  end
-  out[#out + 1] = before
-  out[#out + 1] = admitted
-  out[#out + 1] = oldest
-  out[#out + 1] = release
-  out[#out + 1] = reserved
-  out[#out + 1] = tb or bucket
+    local add = admitted + reserved
+    if add > 0 and tail and tb >= bucket then
+      tc, ts = tc + add, ts + add
+      redis.call('LSET', key, -1, newest(tb, tc, ts, hb, base, exp))
+    elseif add > 0 then
+      local fresh = not tail
+      if fresh then hb, base, ts = bucket, 0, 0 end
+      tb, tc, ts = bucket, add, ts + add
+      local due = (bucket + 1) * step + window
+      local extend = fresh or due > exp
+      if extend then exp = due + slack end
+      redis.call('RPUSH', key, newest(tb, tc, ts, hb, base, exp))
+      if extend then redis.call('PEXPIREAT', key, exp) end
+      tail = true
+    elseif changed and tail then
+      redis.call('LSET', key, -1, newest(tb, tc, ts, hb, base, exp))
+    end
+    if reserved > 0 then
+      -- Whose reservations may still come back: a key beside the log, gone when they are.
+      redis.call('SET', key .. ':reserved', tb, 'PXAT', (bucket + 3) * step)
+    end
+    local oldest = -1
+    if tail then oldest = (hb + 1) * step + window end
+    local release = -1
+    if admitted < n and tail then
+      -- The bucket whose expiry brings the count below the limit: the oldest, unless the limit
+      -- was lowered; then the list is read a slice at a time from its oldest entry.
+      local excess = before + admitted - limit
+      if excess <= 0 then release = oldest end
+      local from = 0
+      while release < 0 do
+        local slice = redis.call('LRANGE', key, from, from + 63)
+        if #slice == 0 then break end
+        for _, entry in ipairs(slice) do
+          local b, _, s = parse(entry)
+          if s - base > excess then
+            release = (b + 1) * step + window
+            break
+          end
+        end
+        from = from + 64
+      end
+      -- Reservations made in the last seconds may still come back unused: the refused try again
+      -- once they have.
+      local rb = redis.call('GET', key .. ':reserved')
+      if rb then
+        local back = (tonumber(rb) + 3) * step
+        if release < 0 or back < release then release = back end
+      end
+    end
+    out[#out + 1] = before
+    out[#out + 1] = admitted
+    out[#out + 1] = oldest
+    out[#out + 1] = release
+    out[#out + 1] = reserved
+    out[#out + 1] = tb or bucket
   end
 end
 return out
