@@ -2,7 +2,7 @@
 //! atomic across "replicas", the rolling window, expiry. Each test uses its own key prefix, so
 //! tests run in parallel without touching each other's (or production's) keys.
 
-use bourse_api::quota::redis::RedisCounter;
+use bourse_api::quota::redis::{RedisCounter, Unused};
 use bourse_api::quota::window::{bucket_of, expiry, BucketLog, Decision, Usage};
 use bourse_api::quota::{Quota, QuotaConfig, Subject};
 use redis::AsyncCommands;
@@ -62,6 +62,15 @@ async fn counted(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64
         assert_eq!(a[2] + b[1], b[2], "running totals: {pair:?}");
     }
     u64::try_from(sum).expect("counts are not negative")
+}
+
+/// Reserved requests of `key` in `bucket`, given back.
+fn unused(key: &str, bucket: i64, requests: u64) -> Unused {
+    Unused {
+        key: key.to_owned(),
+        bucket,
+        requests,
+    }
 }
 
 async fn redis_now_ms(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
@@ -380,16 +389,16 @@ async fn reservations_are_counted_and_given_back() {
     assert!((1..=3000).contains(&ttl), "{ttl}");
 
     // 60 of them were used; 40 go back. The give-back rides the next call, before its checks.
-    counter.give_back(key.clone(), grant.bucket, 40);
+    counter.give_back(unused(&key, grant.bucket, 40));
     let next = counter.attempt(&key, limit, DAY_MS).await.unwrap();
     assert!(next.admitted);
     assert_eq!(next.used, 62);
     assert_eq!(counted(&mut conn, &key).await, 62);
     // Giving back more than a bucket holds takes it to zero, never below.
     let bucket = bucket_of(next.now_ms, 1000);
-    counter.give_back(key.clone(), grant.bucket, 1_000);
+    counter.give_back(unused(&key, grant.bucket, 1_000));
     if bucket != grant.bucket {
-        counter.give_back(key.clone(), bucket, 1_000);
+        counter.give_back(unused(&key, bucket, 1_000));
     }
     assert_eq!(counter.attempt(&key, limit, DAY_MS).await.unwrap().used, 1);
     let _: () = conn.del(&key).await.unwrap();
@@ -438,9 +447,9 @@ async fn a_give_back_to_an_older_bucket_keeps_the_running_totals() {
         .await
         .unwrap();
     let counter = RedisCounter::connect(&redis_url()).unwrap();
-    counter.give_back(key.clone(), b, 30);
+    counter.give_back(unused(&key, b, 30));
     // A give-back naming a bucket the log does not hold changes nothing.
-    counter.give_back(key.clone(), a - 5, 3);
+    counter.give_back(unused(&key, a - 5, 3));
     let usage = counter.attempt(&key, 1_000_000, DAY_MS).await.unwrap();
     assert_eq!(usage.used, 33);
     let entries: Vec<String> = conn.lrange(&key, 0, -1).await.unwrap();
@@ -629,7 +638,7 @@ async fn a_refusal_while_a_reservation_is_out_is_short() {
         (1..=3000).contains(&wait),
         "retry within 3 s, not {wait} ms"
     );
-    a.give_back_now(vec![(key.clone(), grant.bucket, grant.reserved)])
+    a.give_back_now(vec![unused(&key, grant.bucket, grant.reserved)])
         .await
         .unwrap();
     let admitted = b.attempt(&key, 1100, DAY_MS).await.unwrap();

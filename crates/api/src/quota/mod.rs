@@ -29,7 +29,7 @@ pub mod window;
 use crate::caller::{AddrKey, Caller};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use memory::MemoryCounter;
-use redis::RedisCounter;
+use redis::{RedisCounter, Unused};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -181,15 +181,26 @@ struct Lease {
     release_ms: Option<i64>,
 }
 
+impl Lease {
+    /// What is left of it, to be given back (the lease is being dropped: its key is taken).
+    fn unused(&mut self) -> Option<Unused> {
+        (self.left > 0).then(|| Unused {
+            key: std::mem::take(&mut self.key),
+            bucket: self.bucket,
+            requests: self.left,
+        })
+    }
+}
+
 /// What [`Local::lookup`] found.
 enum Lookup {
     /// Decided here.
     Answer(Usage),
     /// Ask Redis, for a reservation of about `hint` requests; first give back what an ended
-    /// lease left: `(key, bucket, requests)`.
+    /// lease left.
     Ask {
         hint: u64,
-        give_back: Option<(String, i64, u64)>,
+        give_back: Option<Unused>,
     },
 }
 
@@ -259,8 +270,7 @@ impl Local {
             // twice as much. Ended with some left: ask for twice what was used.
             Slot::Lease(lease) => Lookup::Ask {
                 hint: 2 * (lease.size - lease.left),
-                give_back: (lease.left > 0)
-                    .then(|| (std::mem::take(&mut lease.key), lease.bucket, lease.left)),
+                give_back: lease.unused(),
             },
         };
         slots.remove(subject);
@@ -290,14 +300,14 @@ impl Local {
     }
 
     /// Takes over a reservation granted to a check sent at `sent_ms`; returns what must go back
-    /// to Redis at once (a lease of an earlier second it replaces): `(key, bucket, requests)`.
+    /// to Redis at once (a lease of an earlier second it replaces).
     fn take_lease(
         &self,
         subject: &Subject,
         key: String,
         grant: &redis::Grant,
         sent_ms: i64,
-    ) -> Option<(String, i64, u64)> {
+    ) -> Option<Unused> {
         let local = |at: i64| sent_ms.saturating_add(at.saturating_sub(grant.now_ms));
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(Slot::Lease(lease)) = slots.get_mut(subject) {
@@ -308,7 +318,7 @@ impl Local {
                 return None;
             }
         }
-        let lease = Lease {
+        let mut lease = Lease {
             key,
             bucket: grant.bucket,
             left: grant.reserved,
@@ -318,26 +328,24 @@ impl Local {
             release_ms: (grant.oldest_ms >= 0).then(|| local(grant.oldest_ms)),
         };
         if !make_room(&mut slots, subject, sent_ms) {
-            return Some((lease.key, lease.bucket, lease.left));
+            return lease.unused();
         }
         match slots.insert(*subject, Slot::Lease(lease)) {
-            Some(Slot::Lease(old)) if old.left > 0 => Some((old.key, old.bucket, old.left)),
+            Some(Slot::Lease(mut old)) => old.unused(),
             _ => None,
         }
     }
 
     /// Removes the leases that ended and the refusals that expired; returns what the leases
-    /// left, to be given back: `(key, bucket, requests)`.
-    fn sweep(&self, now_ms: i64) -> Vec<(String, i64, u64)> {
+    /// left, to be given back.
+    fn sweep(&self, now_ms: i64) -> Vec<Unused> {
         let mut ended = Vec::new();
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         slots.retain(|_, slot| match slot {
             Slot::Refused { until_ms, .. } => *until_ms > now_ms,
             Slot::Lease(lease) if now_ms < lease.until_ms => true,
             Slot::Lease(lease) => {
-                if lease.left > 0 {
-                    ended.push((std::mem::take(&mut lease.key), lease.bucket, lease.left));
-                }
+                ended.extend(lease.unused());
                 false
             }
         });
@@ -488,8 +496,8 @@ impl Quota {
                 let hint = match local.lookup(subject, now) {
                     Lookup::Answer(usage) => break 'usage usage,
                     Lookup::Ask { hint, give_back } => {
-                        if let Some((key, bucket, unused)) = give_back {
-                            redis.give_back(key, bucket, unused);
+                        if let Some(unused) = give_back {
+                            redis.give_back(unused);
                         }
                         hint
                     }
@@ -503,12 +511,11 @@ impl Quota {
                             .compare_exchange(due, now + retry, Ordering::AcqRel, Ordering::Acquire)
                             .is_ok()
                 };
-                let key = self.key(subject);
                 let answer = if ask_redis {
                     match tokio::time::timeout(
                         redis::RESPONSE_TIMEOUT,
                         redis.attempt_or_reserve(
-                            &key,
+                            &self.key(subject),
                             limit,
                             self.window_ms,
                             self.reservations.then_some(hint),
@@ -530,10 +537,9 @@ impl Quota {
                         }
                         local.note_refusal(subject, &usage, now);
                         if let Some(grant) = grant {
-                            if let Some((key, bucket, unused)) =
-                                local.take_lease(subject, key, &grant, now)
-                            {
-                                redis.give_back(key, bucket, unused);
+                            let key = self.key(subject);
+                            if let Some(unused) = local.take_lease(subject, key, &grant, now) {
+                                redis.give_back(unused);
                             }
                             self.start_sweeper(local, redis);
                         }
@@ -574,8 +580,8 @@ impl Quota {
                 let Some(local) = local.upgrade() else {
                     return;
                 };
-                for (key, bucket, unused) in local.sweep(local.now_ms()) {
-                    redis.give_back(key, bucket, unused);
+                for unused in local.sweep(local.now_ms()) {
+                    redis.give_back(unused);
                 }
             }
         });
@@ -588,7 +594,7 @@ impl Quota {
             return 0;
         };
         let unused = local.sweep(i64::MAX);
-        let requests = unused.iter().map(|&(_, _, n)| n).sum();
+        let requests = unused.iter().map(|u| u.requests).sum();
         match tokio::time::timeout(redis::RESPONSE_TIMEOUT, redis.give_back_now(unused)).await {
             Ok(Ok(())) => requests,
             Ok(Err(e)) => {
@@ -713,6 +719,14 @@ mod tests {
         }
     }
 
+    fn unused(bucket: i64, requests: u64) -> Unused {
+        Unused {
+            key: "k".into(),
+            bucket,
+            requests,
+        }
+    }
+
     fn admitted(lookup: Lookup) -> Usage {
         match lookup {
             Lookup::Answer(usage) if usage.admitted => usage,
@@ -721,7 +735,7 @@ mod tests {
         }
     }
 
-    fn asked(lookup: Lookup) -> (u64, Option<(String, i64, u64)>) {
+    fn asked(lookup: Lookup) -> (u64, Option<Unused>) {
         match lookup {
             Lookup::Ask { hint, give_back } => (hint, give_back),
             Lookup::Answer(usage) => panic!("answered here: {usage:?}"),
@@ -749,10 +763,7 @@ mod tests {
         // is asked for.
         assert_eq!(local.take_lease(&who, "k".into(), &grant(3, 8), 400), None);
         admitted(local.lookup(&who, 850));
-        assert_eq!(
-            asked(local.lookup(&who, 900)),
-            (2, Some(("k".into(), 8, 2)))
-        );
+        assert_eq!(asked(local.lookup(&who, 900)), (2, Some(unused(8, 2))));
     }
 
     #[test]
@@ -769,12 +780,12 @@ mod tests {
         admitted(local.lookup(&who, 500));
         assert_eq!(
             local.take_lease(&who, "k".into(), &grant(4, 8), 1_400),
-            Some(("k".into(), 7, 2)),
+            Some(unused(7, 2)),
             "the lease of the second before goes back"
         );
         // The sweeper gives back the ended ones and forgets them.
         assert!(local.sweep(1_800).is_empty());
-        assert_eq!(local.sweep(1_900), vec![("k".into(), 8, 4)]);
+        assert_eq!(local.sweep(1_900), vec![unused(8, 4)]);
         assert_eq!(asked(local.lookup(&who, 1_900)), (0, None));
     }
 

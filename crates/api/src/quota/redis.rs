@@ -266,6 +266,16 @@ pub struct Grant {
     pub valid_until_ms: i64,
 }
 
+/// Reserved requests a replica did not use, on their way back to Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unused {
+    /// The caller's key.
+    pub key: String,
+    /// The bucket they were counted in.
+    pub bucket: i64,
+    pub requests: u64,
+}
+
 /// What a waiting check receives: its usage (and, for one check of an entry, the entry's
 /// reservation), or the error that failed its whole batch.
 type Answer = Result<(Usage, Option<Grant>), Arc<RedisError>>;
@@ -312,21 +322,21 @@ struct Entry {
 }
 
 impl Entry {
-    fn give_back(key: String, bucket: i64, requests: u64) -> Entry {
+    fn give_back(unused: Unused) -> Entry {
         Entry {
-            key,
+            key: unused.key,
             // Neither is read for a give-back.
             limit: 0,
             window_ms: 0,
             reserve: None,
-            give_back: Some((bucket, requests)),
+            give_back: Some((unused.bucket, unused.requests)),
             waiters: Vec::new(),
         }
     }
 
     /// The reservation asked for: the hint, or, when several requests of the caller wait
-    /// together (a busy caller), twice as many as wait.
-    /// `-1` for none (the script's convention).
+    /// together (a busy caller), twice as many as wait; `-1` for none (the script's
+    /// convention).
     fn reserve_wanted(&self) -> i64 {
         let Some(hint) = self.reserve else {
             return -1;
@@ -398,22 +408,19 @@ impl RedisCounter {
         self.enqueue(key, limit, window_ms, hint).await
     }
 
-    /// Gives back `requests` reserved requests of `bucket` that were not used, with the next
-    /// script call (a batch of its own when none is due).
-    pub fn give_back(&self, key: String, bucket: i64, requests: u64) {
-        if requests == 0 {
+    /// Gives back reserved requests that were not used, with the next script call (a batch of
+    /// its own when none is due).
+    pub fn give_back(&self, unused: Unused) {
+        if unused.requests == 0 {
             return;
         }
-        self.queue_up(|queue| queue.entries.push(Entry::give_back(key, bucket, requests)));
+        self.queue_up(|queue| queue.entries.push(Entry::give_back(unused)));
     }
 
-    /// Gives back at once, in one call of its own, unused reservations `(key, bucket,
-    /// requests)`: at shutdown, when no batch is to come.
-    pub async fn give_back_now(&self, unused: Vec<(String, i64, u64)>) -> Result<(), RedisError> {
-        let entries: Vec<Entry> = unused
-            .into_iter()
-            .map(|(key, bucket, requests)| Entry::give_back(key, bucket, requests))
-            .collect();
+    /// Gives back at once, in one call of its own, reserved requests that were not used: at
+    /// shutdown, when no batch is to come.
+    pub async fn give_back_now(&self, unused: Vec<Unused>) -> Result<(), RedisError> {
+        let entries: Vec<Entry> = unused.into_iter().map(Entry::give_back).collect();
         if entries.is_empty() {
             return Ok(());
         }
@@ -508,13 +515,13 @@ impl Shared {
             }
             match self.call(&entries).await {
                 Ok(answer) => {
-                    for (key, bucket, unused) in deliver(entries, &answer) {
+                    for unused in deliver(entries, &answer) {
                         // Nobody waits any more for the check that was to own them.
                         self.queue
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .entries
-                            .push(Entry::give_back(key, bucket, unused));
+                            .push(Entry::give_back(unused));
                     }
                 }
                 Err(e) => {
@@ -588,9 +595,8 @@ impl Queue {
 }
 
 /// Hands each waiting check its usage from the script's answer, and a reservation to the first
-/// check still waiting. Returns the reservations nobody was left to take, to be given back:
-/// `(key, bucket, requests)`.
-fn deliver(entries: Vec<Entry>, answer: &[i64]) -> Vec<(String, i64, u64)> {
+/// check still waiting. Returns the reservations nobody was left to take, to be given back.
+fn deliver(entries: Vec<Entry>, answer: &[i64]) -> Vec<Unused> {
     let malformed = || {
         Arc::new(RedisError::from(std::io::Error::other(
             "the quota script answered in an unexpected shape",
@@ -635,7 +641,11 @@ fn deliver(entries: Vec<Entry>, answer: &[i64]) -> Vec<(String, i64, u64)> {
             }
         }
         if let Some(grant) = grant {
-            orphans.push((entry.key, grant.bucket, grant.reserved));
+            orphans.push(Unused {
+                key: entry.key,
+                bucket: grant.bucket,
+                requests: grant.reserved,
+            });
         }
     }
     orphans
