@@ -64,6 +64,46 @@ async fn counted(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64
     u64::try_from(sum).expect("counts are not negative")
 }
 
+/// A key prefix of this test's own.
+fn unique_prefix() -> String {
+    format!("bourse:quota:test-{}:", uuid::Uuid::new_v4().simple())
+}
+
+/// A replica's quota with its counters in the test Redis under `prefix`.
+fn redis_quota(prefix: &str, config: QuotaConfig) -> Quota {
+    Quota::new(&QuotaConfig {
+        redis_url: Some(redis_url()),
+        redis_prefix: prefix.to_owned(),
+        ..config
+    })
+    .expect("a valid Redis URL")
+    .expect("a limit is set")
+}
+
+/// Writes a caller's log by hand: `(bucket, count)` oldest first, the running totals from 0,
+/// the key's expiry an hour past the newest bucket's.
+async fn write_log(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    buckets: &[(i64, u64)],
+) {
+    let (oldest, newest) = (buckets[0].0, buckets[buckets.len() - 1].0);
+    let key_expiry = expiry(newest, 1000, DAY_MS) + 3_600_000;
+    let mut total = 0;
+    let entries: Vec<String> = buckets
+        .iter()
+        .map(|&(bucket, count)| {
+            total += count;
+            if bucket == newest {
+                format!("{bucket}:{count}:{total}:{oldest}:0:{key_expiry}")
+            } else {
+                format!("{bucket}:{count}:{total}")
+            }
+        })
+        .collect();
+    let _: () = conn.rpush(key, entries).await.unwrap();
+}
+
 /// Reserved requests of `key` in `bucket`, given back.
 fn unused(key: &str, bucket: i64, requests: u64) -> Unused {
     Unused {
@@ -182,20 +222,7 @@ async fn requests_leave_the_window_a_day_after_their_second() {
     let old = bucket_of(now - DAY_MS - 2000, 1000);
     let hour = bucket_of(now - 3_600_000, 1000);
     let minute = bucket_of(now - 60_000, 1000);
-    // The newest entry also names the oldest bucket, the running total before it and the
-    // key's expiry.
-    let key_expiry = expiry(minute, 1000, DAY_MS) + 3_600_000;
-    let _: () = conn
-        .rpush(
-            &key,
-            vec![
-                format!("{old}:1:1"),
-                format!("{hour}:1:2"),
-                format!("{minute}:1:3:{old}:0:{key_expiry}"),
-            ],
-        )
-        .await
-        .unwrap();
+    write_log(&mut conn, &key, &[(old, 1), (hour, 1), (minute, 1)]).await;
     let counter = RedisCounter::connect(&redis_url()).unwrap();
     let usage = counter.attempt(&key, 3, DAY_MS).await.unwrap();
     assert!(usage.admitted);
@@ -276,16 +303,15 @@ async fn a_key_of_the_earlier_format_is_replaced() {
 
 #[tokio::test]
 async fn the_quota_uses_its_prefix_and_limits_per_kind() {
-    let prefix = format!("bourse:quota:test-{}:", uuid::Uuid::new_v4().simple());
-    let quota = Quota::new(&QuotaConfig {
-        anonymous: 2,
-        user: 3,
-        redis_url: Some(redis_url()),
-        redis_prefix: prefix.clone(),
-        ..QuotaConfig::default()
-    })
-    .unwrap()
-    .unwrap();
+    let prefix = unique_prefix();
+    let quota = redis_quota(
+        &prefix,
+        QuotaConfig {
+            anonymous: 2,
+            user: 3,
+            ..QuotaConfig::default()
+        },
+    );
     let anon = Subject::address("198.51.100.7".parse().unwrap());
     let user = Subject::User(uuid::Uuid::new_v4());
     let mut admitted = Vec::new();
@@ -307,18 +333,17 @@ async fn the_quota_uses_its_prefix_and_limits_per_kind() {
 /// until the release Redis named, then asks Redis again.
 #[tokio::test]
 async fn a_refused_caller_is_answered_here_until_its_release() {
-    let prefix = format!("bourse:quota:test-{}:", uuid::Uuid::new_v4().simple());
+    let prefix = unique_prefix();
     let window = std::time::Duration::from_secs(2);
-    let quota = Quota::new(&QuotaConfig {
-        anonymous: 2,
-        user: 0,
-        window,
-        redis_url: Some(redis_url()),
-        redis_prefix: prefix.clone(),
-        reservations: true,
-    })
-    .unwrap()
-    .unwrap();
+    let quota = redis_quota(
+        &prefix,
+        QuotaConfig {
+            anonymous: 2,
+            user: 0,
+            window,
+            ..QuotaConfig::default()
+        },
+    );
     let anon = Subject::address("198.51.100.42".parse().unwrap());
     let started = std::time::Instant::now();
     for _ in 0..2 {
@@ -434,18 +459,7 @@ async fn a_give_back_to_an_older_bucket_keeps_the_running_totals() {
         bucket_of(now - 2000, 1000),
         bucket_of(now - 1000, 1000),
     );
-    let key_expiry = expiry(c, 1000, DAY_MS) + 3_600_000;
-    let _: () = conn
-        .rpush(
-            &key,
-            vec![
-                format!("{a}:5:5"),
-                format!("{b}:50:55"),
-                format!("{c}:7:62:{a}:0:{key_expiry}"),
-            ],
-        )
-        .await
-        .unwrap();
+    write_log(&mut conn, &key, &[(a, 5), (b, 50), (c, 7)]).await;
     let counter = RedisCounter::connect(&redis_url()).unwrap();
     counter.give_back(unused(&key, b, 30));
     // A give-back naming a bucket the log does not hold changes nothing.
@@ -469,20 +483,17 @@ async fn a_give_back_to_an_older_bucket_keeps_the_running_totals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservations_never_admit_past_the_limit_and_come_back() {
     use std::sync::Arc;
-    let prefix = format!("bourse:quota:test-{}:", uuid::Uuid::new_v4().simple());
+    let prefix = unique_prefix();
     let limit = 3_000;
     let replica = || {
-        Arc::new(
-            Quota::new(&QuotaConfig {
+        Arc::new(redis_quota(
+            &prefix,
+            QuotaConfig {
                 anonymous: 0,
                 user: limit,
-                redis_url: Some(redis_url()),
-                redis_prefix: prefix.clone(),
                 ..QuotaConfig::default()
-            })
-            .unwrap()
-            .unwrap(),
-        )
+            },
+        ))
     };
     let (a, b) = (replica(), replica());
     let id = uuid::Uuid::new_v4();
@@ -539,16 +550,15 @@ async fn reservations_never_admit_past_the_limit_and_come_back() {
 /// the current second): few script calls, and after the sweep exactly its requests counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_caller_one_request_at_a_time_is_served_from_reservations() {
-    let prefix = format!("bourse:quota:test-{}:", uuid::Uuid::new_v4().simple());
-    let quota = Quota::new(&QuotaConfig {
-        anonymous: 0,
-        user: 1_000_000,
-        redis_url: Some(redis_url()),
-        redis_prefix: prefix.clone(),
-        ..QuotaConfig::default()
-    })
-    .unwrap()
-    .unwrap();
+    let prefix = unique_prefix();
+    let quota = redis_quota(
+        &prefix,
+        QuotaConfig {
+            anonymous: 0,
+            user: 1_000_000,
+            ..QuotaConfig::default()
+        },
+    );
     let id = uuid::Uuid::new_v4();
     let user = Subject::User(id);
     let mut last = None;
@@ -591,17 +601,16 @@ async fn a_busy_caller_one_request_at_a_time_is_served_from_reservations() {
 /// With reservations off, every check of a caller sending one request at a time is a call.
 #[tokio::test]
 async fn without_reservations_every_check_goes_to_redis() {
-    let prefix = format!("bourse:quota:test-{}:", uuid::Uuid::new_v4().simple());
-    let quota = Quota::new(&QuotaConfig {
-        anonymous: 0,
-        user: 1_000_000,
-        redis_url: Some(redis_url()),
-        redis_prefix: prefix.clone(),
-        reservations: false,
-        ..QuotaConfig::default()
-    })
-    .unwrap()
-    .unwrap();
+    let prefix = unique_prefix();
+    let quota = redis_quota(
+        &prefix,
+        QuotaConfig {
+            anonymous: 0,
+            user: 1_000_000,
+            reservations: false,
+            ..QuotaConfig::default()
+        },
+    );
     let id = uuid::Uuid::new_v4();
     for _ in 0..50 {
         assert!(quota.check(&Subject::User(id)).await.unwrap().admitted);
