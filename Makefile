@@ -10,7 +10,7 @@ COMPOSE_FILE := deploy/compose.yaml
 NAMESPACE  ?= bourse
 BOURSE_BIN ?= target/debug/bourse
 
-.PHONY: help run build test lint fmt bench ci deploy-check k8s-render docker-build \
+.PHONY: help run build services test lint fmt bench ci deploy-check k8s-render docker-build \
 	compose-up compose-down compose-logs minikube-image helm-install helm-uninstall k8s-apply
 
 help: ## List the targets
@@ -21,6 +21,9 @@ run: ## Run `bourse serve` with the embedded defaults (SQLite, simulated feed) o
 
 build: ## Build the bourse binary (debug)
 	$(CARGO) build --locked --bin bourse
+
+services: ## Start the tests' services: PostgreSQL, Redis, RabbitMQ, Mosquitto (deploy/dev-services)
+	deploy/dev-services
 
 test: ## Run the workspace tests (needs the local PostgreSQL, Redis, RabbitMQ, Mosquitto)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \

@@ -3,7 +3,7 @@
 #  1. intake: POST /orders under wrk at 32 connections (relay off, so only acceptance is measured:
 #     order + outbox row + event committed before each 201);
 #  2. placement: one `bourse relay` places the orders of step 1 through `bourse exchange` over
-#     HTTP (0.5 s per placement, 10% failures, as the seed's place_order); placed orders/s.
+#     HTTP (0.5 s per placement, 10% failures, as the simulated exchange's default); placed orders/s.
 # Usage: bench/orders.sh [SECONDS]   (intake duration, default 15)
 # Needs: a release build (made if BOURSE_BIN is unset), wrk, PostgreSQL on 127.0.0.1.
 source "$(dirname "$0")/lib.sh"

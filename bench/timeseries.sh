@@ -17,7 +17,7 @@ build
 (cd "$repo" && cargo build --release --locked -p bourse --example timeseries-bench >&2)
 TSB="$CARGO_TARGET_DIR/release/examples/timeseries-bench"
 need wrk
-SHARED_CSV="$repo/../shared/data/stocks_ohlcv.csv"
+SHARED_CSV="$repo/crates/domain/tests/fixtures/stocks_ohlcv.csv"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 export BOURSE_LOG=warn BOURSE_DEMO=false BOURSE_JWT_SECRET=bench-secret-0123456789 BOURSE_REQUEST_LOG= \
   BOURSE_FEED_RATE=0.2

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Docker HEALTHCHECK for every bourse role: GET /_healthcheck on the role's own port through
 # bash's /dev/tcp, so the image needs no curl. Exit 0 on HTTP 200, 1 otherwise.
-# The port comes from BOURSE_HTTP_ADDR, else from the role's default (see SPEC "Configuration").
+# The port comes from BOURSE_HTTP_ADDR, else from the role's default (see docs/operations.md, "Roles and ports").
 set -u
 addr="${BOURSE_HTTP_ADDR:-}"
 if [ -n "$addr" ]; then

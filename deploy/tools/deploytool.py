@@ -455,7 +455,7 @@ DOCKER_CONTEXT_KEEP = ["Cargo.toml", "Cargo.lock", "crates/bourse/src/main.rs", 
                        "crates/store/migrations/postgres/0001_init.sql", "deploy/docker/healthcheck.sh"]
 DOCKER_CONTEXT_DROP = ["target/release/bourse", "crates/api/target/debug/x", ".git/HEAD", "bourse.db",
                        "crates/x/apicalls.log.1", "deploy/compose.yaml", "deploy/helm/bourse/values.yaml",
-                       "shared/SPEC.md", "bench/results/run.txt"]
+                       "bench/results/run.txt"]
 
 
 def docker_pattern_re(pattern: str) -> re.Pattern:
@@ -584,16 +584,16 @@ def cmd_dashboards(args) -> int:
     if r.returncode != 0:
         f.add("PromQL of a panel does not parse:\n" + r.stdout + r.stderr)
     for where, e in exprs:
-        for m in sorted(used_metrics(e) - SPEC_METRICS):
-            f.add(f"{where}: {m} is not one of the metrics named in SPEC 'Operations'")
-    for m in sorted(set(metric_names(deploy, dashboards=False)) - SPEC_METRICS):
-        f.add(f"alert rules: {m} is not one of the metrics named in SPEC 'Operations'")
+        for m in sorted(used_metrics(e) - DOCUMENTED_METRICS):
+            f.add(f"{where}: {m} is not one of the metrics named in docs/operations.md")
+    for m in sorted(set(metric_names(deploy, dashboards=False)) - DOCUMENTED_METRICS):
+        f.add(f"alert rules: {m} is not one of the metrics named in docs/operations.md")
     return f.finish(f"{len(files)} dashboard(s), {len(exprs)} PromQL expression(s) parse "
-                    "(promtool); dashboards and alert rules use only SPEC metric names")
+                    "(promtool); dashboards and alert rules use only the documented metric names")
 
 
-# The metric names of SPEC "Operations": what dashboards and alerts may rely on.
-SPEC_METRICS = {
+# The metric names of docs/operations.md ("Metrics"): what dashboards and alerts may rely on.
+DOCUMENTED_METRICS = {
     "bourse_http_requests_total", "bourse_http_request_duration_seconds", "bourse_ticks_ingested_total",
     "bourse_ticks_rejected_total", "bourse_ingest_lag_seconds", "bourse_target_hits_total",
     "bourse_orders_total", "bourse_outbox_depth", "bourse_outbox_oldest_age_seconds",

@@ -1,4 +1,4 @@
-//! API keys (seed 004): issued by `POST /register` and `bourse user token`, sent as
+//! API keys: issued by `POST /register` and `bourse user token`, sent as
 //! `Authorization: Token <key>`.
 //!
 //! A key is 256 bits from the operating system's CSPRNG, shown once as 64 lowercase hex

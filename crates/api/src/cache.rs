@@ -1,6 +1,6 @@
 //! A micro-cache for the hottest reads (`GET /stocks`, `GET /stocks/{id}`).
 //!
-//! Entries live for a few tens of milliseconds. That bounds staleness well under SPEC's "any
+//! Entries live for a few tens of milliseconds. That bounds staleness well under the promise that "any
 //! replica shows a committed price within 100 ms" (ticks may be committed by another replica, so
 //! local invalidation alone could not promise that) while turning thousands of identical reads
 //! per second into a handful of queries.

@@ -15,7 +15,7 @@ use axum::http::{Extensions, HeaderMap, HeaderName, Uri};
 use bourse_store::users::User;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// How the request log names a caller without valid credentials (the seed's Django name).
+/// How the request log names a caller without valid credentials (Django's name for it).
 pub const ANONYMOUS: &str = "AnonymousUser";
 
 /// The caller of one request, in its extensions.
@@ -142,7 +142,7 @@ impl std::fmt::Display for AddrKey {
     }
 }
 
-/// Operational paths that are never counted against a quota nor logged as API requests (SPEC):
+/// Operational paths that are never counted against a quota nor logged as API requests (docs/api.md, "Quotas"):
 /// health, readiness, metrics, the docs and their `openapi.json`, the dashboard's own files,
 /// and the live stream.
 pub fn is_untracked(path: &str) -> bool {

@@ -1,4 +1,4 @@
-//! The API's one error type. Every failure becomes the status and JSON body that SPEC fixes;
+//! The API's one error type. Every failure becomes the status and JSON body that docs/api.md fixes;
 //! internal errors are logged in full and answered with a fixed text that leaks nothing.
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -21,7 +21,7 @@ pub enum ApiError {
     Forbidden,
     #[error("{0}")]
     NotFound(String),
-    /// A stock id that is not known: seed 000's clients read `error`.
+    /// A stock id that is not known: clients of the Thndr-style feed read `error`.
     #[error("stock not found")]
     StockNotFound,
     #[error("validation failed")]
@@ -30,18 +30,18 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
-    /// A quota is used up: 429 with `Retry-After` (seconds) and seed 004's text, also as
+    /// A quota is used up: 429 with `Retry-After` (seconds) and the DRF throttle's text, also as
     /// `detail`.
     #[error("Request was throttled. Expected available in {retry_after} seconds.")]
     Throttled { retry_after: u64 },
-    /// A dependency (quote provider, exchange) failed; `status` is 4xx/5xx as SPEC maps it.
+    /// A dependency (quote provider, exchange) failed; `status` is 4xx/5xx as docs/api.md maps it.
     #[error("{message}")]
     Upstream {
         status: StatusCode,
         code: &'static str,
         message: String,
     },
-    /// `POST /orders` failed before its commit: seed 002's fixed 500 body. Logged, never sent.
+    /// `POST /orders` failed before its commit: the order API's fixed 500 body. Logged, never sent.
     #[error("order not placed: {0}")]
     OrderNotPlaced(anyhow::Error),
     /// Anything unexpected. The text is logged, never sent.

@@ -67,7 +67,7 @@ fn path_rejection(e: PathRejection) -> ApiError {
 }
 
 /// A body of named fields sent as JSON, as an HTML form (`application/x-www-form-urlencoded`)
-/// or as `multipart/form-data` (seed 004's `curl --form`), as one JSON value: the JSON as is,
+/// or as `multipart/form-data` (`curl --form`), as one JSON value: the JSON as is,
 /// form fields as an object of strings (a repeated field keeps its last value). Anything else
 /// is a 400.
 pub struct FieldsBody(pub serde_json::Value);

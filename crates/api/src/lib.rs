@@ -1,5 +1,20 @@
 //! The HTTP API. One module per resource under `routes`, one error enum ([`ApiError`]) that maps
-//! to the statuses and bodies of SPEC, one auth extractor ([`auth::AuthUser`]) for every scheme.
+//! to the statuses and bodies of docs/api.md, one auth extractor ([`auth::AuthUser`]) for every
+//! scheme.
+//!
+//! Main pieces: [`app`] (the whole router, with the `/api/v1` copy, docs and dashboard),
+//! [`ApiContext`] (the handlers' shared state: store, caches, quote client, quota, channels),
+//! [`gate`] (who is calling, quotas, the request log), [`quota`], [`openapi`].
+//!
+//! ```
+//! use axum::response::IntoResponse;
+//! use bourse_api::ApiError;
+//!
+//! // Every failure becomes the documented status and JSON body.
+//! let response = ApiError::Throttled { retry_after: 42 }.into_response();
+//! assert_eq!(response.status(), 429);
+//! assert_eq!(response.headers()["retry-after"], "42");
+//! ```
 
 pub mod api_key;
 pub mod auth;
@@ -32,7 +47,7 @@ use tower_http::trace::TraceLayer;
 /// Largest request body accepted: API bodies are small JSON documents.
 const BODY_LIMIT: usize = 64 * 1024;
 
-/// The complete application: every route at its SPEC path and again under `/api/v1`; operations,
+/// The complete application: every route at its documented path and again under `/api/v1`; operations,
 /// docs and the dashboard (`GET /`) at the root only.
 ///
 /// Around the routes, innermost first: the [`gate`] (who is calling, the request log line, the

@@ -1,4 +1,4 @@
-//! The request log (seed 004): one line per API request, in the seed's format,
+//! The request log: one line per API request, in the format of the DRF-style API it follows,
 //!
 //! ```text
 //! [31/Jul/2022 13:56:08] [INFO] [API_REQUEST] GET /api/v1/symbol/ibm/ user@example.com

@@ -13,14 +13,18 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://bourse.db";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Address to listen on; each role has its own default port.
+    /// Address to listen on. Unset: 127.0.0.1 and the role's port (serve 8000, quote-service
+    /// 8001, exchange 8002, relay 8003, streamer 8004).
     pub http_addr: Option<String>,
+    /// `sqlite://path`, `sqlite:///abs/path` (created when missing) or `postgres://…`.
     pub database_url: String,
+    /// Database connection pool size.
     pub database_max_connections: u32,
     /// Apply migrations at start.
     pub migrate: bool,
     /// Unset: an in-process simulated market feeds the ingestor.
     pub mqtt_url: Option<String>,
+    /// MQTT topic of the feed.
     pub mqtt_topic: String,
     /// Stable id of the persistent MQTT session; defaults to `bourse-<hostname>`.
     pub mqtt_client_id: Option<String>,
@@ -28,6 +32,7 @@ pub struct Config {
     pub mqtt_shared_group: Option<String>,
     /// Simulated ticks per second (embedded feed).
     pub feed_rate: f64,
+    /// Stocks of the simulated feed (embedded).
     pub feed_stocks: usize,
     /// Largest batch of ticks committed in one transaction.
     pub ingest_batch: usize,
@@ -36,7 +41,9 @@ pub struct Config {
     /// Seed demo data (users admin/admin and johndoe/john) into an empty database. Defaults to
     /// true only when no database URL was configured.
     pub demo: Option<bool>,
+    /// Tracing filter (`info`, `bourse_feed=debug,info`, …).
     pub log: String,
+    /// `text`, or `json` for structured logs.
     pub log_format: LogFormat,
     /// RabbitMQ (`amqp://user:pw@host:5672/%2f`): quote RPC and order events.
     pub amqp_url: Option<String>,
@@ -44,8 +51,11 @@ pub struct Config {
     pub quote_service_url: Option<String>,
     /// RabbitMQ queue of quote requests.
     pub quote_queue: String,
+    /// The stooq quote provider.
     pub stooq_url: String,
+    /// The AlphaVantage provider (`GET /symbol/{symbol}`).
     pub alphavantage_url: String,
+    /// AlphaVantage API key.
     pub alphavantage_key: Option<String>,
     /// How long a successful quote is reused (seconds; 0 disables the cache).
     pub quote_cache_secs: u64,
@@ -56,9 +66,9 @@ pub struct Config {
     pub relay: RelayMode,
     /// The exchange over HTTP (`bourse exchange`); unset: the simulated exchange in-process.
     pub exchange_url: Option<String>,
-    /// Simulated exchange: share of first submissions that fail (the seed's 10%).
+    /// Simulated exchange: share of first submissions that fail.
     pub exchange_failure_rate: f64,
-    /// Simulated exchange: time to place an order (the seed's 0.5 s).
+    /// Simulated exchange: time to place an order.
     pub exchange_latency_ms: u64,
     /// Longest wait for the exchange's answer to one placement.
     pub exchange_timeout_ms: u64,
@@ -68,8 +78,10 @@ pub struct Config {
     pub relay_concurrency: usize,
     /// How long a relay's claim on an order lasts; must exceed `exchange_timeout_ms`.
     pub relay_lease_ms: u64,
-    /// Backoff between placement attempts: first ceiling and largest delay.
+    /// Backoff between placement attempts: ceiling of the first delay (doubles each attempt,
+    /// with jitter).
     pub order_retry_base_ms: u64,
+    /// Backoff between placement attempts: largest delay.
     pub order_retry_max_ms: u64,
     /// Redis (`redis://host:6379`): quota counters shared by all API replicas. Unset: each
     /// process counts in its own memory.
@@ -207,3 +219,8 @@ impl Config {
             .unwrap_or_else(|| format!("bourse-{}", bourse_orders::relay::host_name()))
     }
 }
+
+/// The configuration reference in docs/operations.md is generated from this file and checked.
+#[cfg(test)]
+#[path = "config_reference.rs"]
+mod reference;

@@ -1,5 +1,17 @@
 //! `bourse`: one binary, several roles. `bourse --help` lists them; every role reads the same
 //! configuration (defaults < bourse.toml < BOURSE_* env < flags).
+//!
+//! `serve` (the default: the HTTP API and feed ingestor, with the relay and the quote service in
+//! process unless configured otherwise), `quote-service`, `relay`, `exchange`, `streamer`,
+//! `import`, `migrate`, `user`. Each role is a module of `roles`; `config` is the one definition
+//! of the settings (docs/operations.md is generated from it). For example:
+//!
+//! ```text
+//! bourse                                   # everything in one process on embedded defaults
+//! BOURSE_DATABASE_URL=postgres://postgres@127.0.0.1/bourse BOURSE_JWT_SECRET=change-me-0123456789 \
+//!   BOURSE_MQTT_URL=mqtt://127.0.0.1:1883 BOURSE_RELAY=off bourse serve
+//! bourse relay &  bourse import prices.csv  bourse user create --username alice --password s3cret
+//! ```
 
 mod config;
 mod roles;
@@ -12,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 /// mimalloc rather than the system allocator: a request allocates and frees many small buffers
 /// across threads (hyper, serde, sqlx, lapin), which glibc's malloc serves with more contention
-/// and fragmentation. See bench/README.md for what it changed.
+/// and fragmentation (docs/decisions/0004-mimalloc.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -192,9 +204,8 @@ struct ImportArgs {
     #[arg(long, value_enum, default_value = "stop")]
     on_error: roles::import::OnError,
     /// Rows per transaction
-    // 50,000 rather than 10,000: on PostgreSQL each batch is one COPY (split among the writers),
-    // and larger ones measured 248k instead of 206k rows/s on 1,000,000 minute bars (SQLite: the
-    // same either way); memory stays at a few batches of about 100 bytes a row.
+    // On PostgreSQL each batch is one COPY, and larger batches import faster; memory stays at a
+    // few batches (docs/decisions/0003-bar-import-upsert.md).
     #[arg(long, default_value_t = 50_000)]
     batch_size: usize,
     /// Concurrent writers on PostgreSQL (rows are split among them by symbol and date)

@@ -56,7 +56,7 @@ async fn ticks_become_visible_through_the_api(engine: Engine) {
             {"stock_id": cib, "name": "CIB", "price": 28, "availability": 46},
             {"stock_id": hamada, "name": "Hamada Inc", "price": 7.45, "availability": 46},
         ]),
-        "ordered by name, seed shape, exact decimals"
+        "ordered by name, documented shape, exact decimals"
     );
     let detail = server.get_json(&format!("/stocks/{cib}")).await;
     assert_eq!(
@@ -254,7 +254,7 @@ async fn http_errors_follow_the_contract(engine: Engine) {
         .await;
     let body = json!({"target": 29, "type": "UP"});
 
-    // 401 without or with bad credentials, with a challenge and the seed's `detail` key.
+    // 401 without or with bad credentials, with a challenge and the DRF-style `detail` key.
     let r = server
         .http
         .post(server.url(&format!("/admin/stocks/{id}/analysis")))
@@ -289,7 +289,7 @@ async fn http_errors_follow_the_contract(engine: Engine) {
     assert!(r.json::<Value>().await.unwrap()["message"].is_string());
 
     let admin = common::basic("root", "rootpw");
-    // 404 for an unknown stock, with the seed's `error` key.
+    // 404 for an unknown stock, with the feed API's `error` key.
     let r = post_analysis(&server, &new_id(), body.clone(), &admin).await;
     assert_eq!(r.status(), 404);
     let r = server.get(&format!("/stocks/{}", new_id())).await;
@@ -621,7 +621,7 @@ async fn analyses_in_the_list_and_on_the_stream(engine: Engine) {
         let id = row["stock_id"].as_str().unwrap();
         assert_eq!(&server.get_json(&format!("/stocks/{id}")).await, row);
     }
-    // The plain list keeps the seed's shape.
+    // The plain list keeps the feed API's shape.
     let plain = server.get_json("/stocks").await;
     assert_eq!(
         plain[1],

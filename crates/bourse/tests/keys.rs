@@ -1,4 +1,4 @@
-//! API keys end to end (seed 004): `POST /register` as JSON and as forms, emails unique
+//! API keys end to end: `POST /register` as JSON and as forms, emails unique
 //! case-insensitively, field validation, `Authorization: Token`, `bourse user token`, and keys
 //! stored only as hashes; on SQLite and PostgreSQL.
 
@@ -114,7 +114,7 @@ async fn register_and_use_api_keys(engine: Engine) {
         .await;
     assert_eq!(r.status(), 409);
 
-    // Forms: urlencoded, and multipart as in the seed's `curl --form`, at the seed's path.
+    // Forms: urlencoded, and multipart as with `curl --form`, at the DRF-style path.
     let r = server
         .post_form(
             "/register",

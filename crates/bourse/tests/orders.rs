@@ -1,4 +1,4 @@
-//! Orders end to end (seed 002): the real binary on SQLite and PostgreSQL; the exchange and the
+//! Orders end to end: the real binary on SQLite and PostgreSQL; the exchange and the
 //! relay as their own processes for the crash and concurrency tests.
 
 mod common;
@@ -421,7 +421,7 @@ async fn a_refused_write_is_the_seed_500_and_leaves_nothing(engine: Engine) {
         assert_eq!(
             body,
             json!({"message": ORDERS_500}),
-            "exactly the seed's body"
+            "exactly the documented body"
         );
     }
     // Nothing half-written: no order, no outbox row, no event, no idempotency key.

@@ -1,5 +1,5 @@
-//! Per-day quotas end to end (seed 004): the 101st anonymous request of a rolling day is a 429
-//! with SPEC's body and `Retry-After`; users are counted apart from addresses; bad credentials
+//! Per-day quotas end to end: the 101st anonymous request of a rolling day is a 429
+//! with the documented body and `Retry-After`; users are counted apart from addresses; bad credentials
 //! count against the address; two `serve` processes sharing PostgreSQL and the real Redis
 //! enforce one limit; a Redis outage leaves each replica enforcing its own.
 //!
@@ -9,8 +9,8 @@
 mod common;
 
 use common::{
-    basic, create_user, database, free_port, issue_token, register, token, unique, Engine,
-    ServeSpec, Server, REDIS_URL,
+    basic, create_user, database, free_port, issue_token, redis_url, register, token, unique,
+    Engine, ServeSpec, Server,
 };
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
@@ -36,7 +36,7 @@ fn header(r: &reqwest::Response, name: &str) -> String {
         .to_string()
 }
 
-/// Asserts the 429 of SPEC and returns its `Retry-After`.
+/// Asserts the documented 429 and returns its `Retry-After`.
 async fn assert_throttled(r: reqwest::Response) -> u64 {
     assert_eq!(r.status(), 429);
     let retry: u64 = header(&r, "retry-after").parse().expect("seconds");
@@ -64,7 +64,7 @@ async fn the_hundred_and_first_anonymous_request_is_throttled(engine: Engine, re
         .env("BOURSE_QUOTA_USER_PER_DAY", "1000");
     if redis {
         spec = spec
-            .env("BOURSE_REDIS_URL", REDIS_URL)
+            .env("BOURSE_REDIS_URL", redis_url())
             .env("BOURSE_QUOTA_REDIS_PREFIX", prefix());
     }
     let server = Server::start(&spec).await;
@@ -129,7 +129,7 @@ async fn callers_are_counted_by_address_or_by_user(engine: Engine) {
     let spec = ServeSpec::embedded(&db)
         .env("BOURSE_QUOTA_ANON_PER_DAY", "3")
         .env("BOURSE_QUOTA_USER_PER_DAY", "4")
-        .env("BOURSE_REDIS_URL", REDIS_URL)
+        .env("BOURSE_REDIS_URL", redis_url())
         .env("BOURSE_QUOTA_REDIS_PREFIX", prefix());
     let server = Server::start(&spec).await;
     // Registering is an anonymous request: 1 of 3.
@@ -174,7 +174,7 @@ async fn two_serve_processes_share_one_limit() {
     let spec = ServeSpec::mqtt(&db)
         .env("BOURSE_QUOTA_ANON_PER_DAY", "100")
         .env("BOURSE_QUOTA_USER_PER_DAY", "10")
-        .env("BOURSE_REDIS_URL", REDIS_URL)
+        .env("BOURSE_REDIS_URL", redis_url())
         .env("BOURSE_QUOTA_REDIS_PREFIX", prefix());
     let a = Server::start(&spec).await;
     let mut other = spec.clone();

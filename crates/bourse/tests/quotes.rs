@@ -1,4 +1,4 @@
-//! Quotes end to end (seed 001): the real binary, a local fake stooq speaking the real CSV
+//! Quotes end to end: the real binary, a local fake stooq speaking the real CSV
 //! format, JWT and Basic auth, history and stats; and the split deployment over the real
 //! RabbitMQ, with the quote service as its own process.
 
@@ -6,7 +6,7 @@ mod common;
 
 use bourse_quotes::fake::{FakeMode, FakeUpstream};
 use common::{
-    basic, create_user, database, unique, Engine, ServeSpec, Server, AMQP_URL, JWT_SECRET,
+    amqp_url, basic, create_user, database, unique, Engine, ServeSpec, Server, JWT_SECRET,
 };
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -257,7 +257,7 @@ fn token_sub(token: &str) -> String {
 
 fn quote_service_env(queue: &str, upstream: &str) -> Vec<(String, String)> {
     vec![
-        ("BOURSE_AMQP_URL".into(), AMQP_URL.into()),
+        ("BOURSE_AMQP_URL".into(), amqp_url()),
         ("BOURSE_QUOTE_QUEUE".into(), queue.into()),
         ("BOURSE_STOOQ_URL".into(), upstream.into()),
     ]
@@ -274,7 +274,7 @@ async fn split_deployment_over_rabbitmq() {
     let mut quote_service =
         Server::start_role("quote-service", &quote_service_env(&queue, &upstream.url())).await;
     let spec = ServeSpec::embedded(&db)
-        .env("BOURSE_AMQP_URL", AMQP_URL)
+        .env("BOURSE_AMQP_URL", amqp_url())
         .env("BOURSE_QUOTE_QUEUE", queue.clone())
         .env("BOURSE_QUOTE_CACHE_SECS", "0");
     let server = Server::start(&spec).await;

@@ -1,4 +1,4 @@
-//! The request log end to end (seed 004): lines in the seed's exact format, who is named, what
+//! The request log end to end: lines in the exact DRF-style format, who is named, what
 //! is not logged, size rotation, and every line on disk after a graceful stop.
 
 mod common;
@@ -64,7 +64,7 @@ async fn one_line_per_api_request_in_the_seed_format() {
     create_user(&db.url, "john", "johnpw", false);
     let started = Utc::now().naive_utc();
 
-    // The seed's two examples, then the other ways of calling.
+    // The format's two documented examples, then the other ways of calling.
     let key = register(&server, "user@example.com").await;
     let r = server
         .get_auth("/api/v1/symbol/ibm/?format=json", &token(&key))

@@ -1,4 +1,4 @@
-//! `GET /symbol/{symbol}` end to end (seed 004): the real binary against a local fake
+//! `GET /symbol/{symbol}` end to end: the real binary against a local fake
 //! AlphaVantage serving the real JSON shapes (the series, "Error Message", "Note",
 //! "Information"), in-process and through the quote service as its own process over HTTP.
 
@@ -8,7 +8,7 @@ use bourse_quotes::fake::{FakeMode, FakeUpstream};
 use common::{database, register, token, Engine, ServeSpec, Server};
 use serde_json::Value;
 
-/// Seed 004's IBM answer, byte for byte, with the exact variation (the seed printed
+/// The DRF-style API's IBM answer, byte for byte, with the exact variation (the original printed
 /// `1.5699999999999932`).
 const IBM: &str = r#"{"last_refreshed":"2022-07-29","close_value":"130.7900","open_value":"129.5200","high_value":"131.0000","low_value":"129.3100","variation_between_last_two_days":1.57}"#;
 
@@ -17,7 +17,7 @@ async fn message(r: reqwest::Response) -> String {
     body["message"].as_str().expect("message").to_string()
 }
 
-/// The seed's IBM request (trailing slash included) gives exactly the seed's shape; the
+/// The DRF-style IBM request (trailing slash included) gives exactly its shape; the
 /// upstream's "Error Message" is a 404 and its "Note" (its own quota) a 503, both with the
 /// upstream text.
 async fn ibm_unknown_and_throttled(server: &Server, upstream: &FakeUpstream, auth: &str) {

@@ -1,6 +1,6 @@
-//! Time series and indicators end to end (seed 003): the shared CSV loaded with the real
+//! Time series and indicators end to end: the daily OHLCV fixture loaded with the real
 //! `bourse import`, read back through `GET /stocks/time-series/{symbol}` and
-//! `GET /stocks/indicators/{symbol}/{name}`, compared with the seed README's figures and the
+//! `GET /stocks/indicators/{symbol}/{name}`, compared with the figures published with the data set and the
 //! domain's reference fixtures (pandas / TA-Lib); bad rows reported by file and line; live ticks
 //! over the real Mosquitto rolled up into 1-minute bars. SQLite and PostgreSQL.
 
@@ -20,7 +20,7 @@ on_both_engines! {
 
 const SHARED_CSV: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/data/stocks_ohlcv.csv"
+    "/../domain/tests/fixtures/stocks_ohlcv.csv"
 );
 const RESAMPLE_FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -69,7 +69,7 @@ async fn imported_csv_raw_and_resampled(engine: Engine) {
     let db = database(engine).await;
     let server = server_with_shared_csv(&db).await;
 
-    // Raw: 754 rows per symbol, by date, exact decimals, seed shape.
+    // Raw: 754 rows per symbol, by date, exact decimals, documented shape.
     let raw = server.get_json("/stocks/time-series/AMZN").await;
     let raw = rows(&raw);
     assert_eq!(raw.len(), 754);
@@ -99,7 +99,7 @@ async fn imported_csv_raw_and_resampled(engine: Engine) {
     assert!(monthly[0].get("date").is_none());
     assert_eq!(monthly[36]["period_start"], "2022-06-01");
 
-    // Annual: the seed README's figures (rounded there; exact decimals here).
+    // Annual: the published figures (rounded there; exact decimals here).
     let annual = server
         .get_json("/stocks/time-series/AMZN?interval=1&frequency=Annual")
         .await;

@@ -1,6 +1,6 @@
 //! Analyst targets and the rule that flips `target_hit`.
 //!
-//! The rule is the seed's: an `UP` target is hit when the price reaches or passes it from below,
+//! The rule is the feed API's: an `UP` target is hit when the price reaches or passes it from below,
 //! a `DOWN` target when the price reaches or passes it from above. Once hit, it stays hit until a
 //! new analysis replaces it, so a price that crosses back does not erase the event.
 
@@ -33,7 +33,7 @@ impl TargetType {
         }
     }
 
-    /// The seed's rule, equality included.
+    /// The feed API's rule, equality included.
     pub fn reached(self, target: Price, price: Price) -> bool {
         match self {
             TargetType::Up => price >= target,

@@ -183,7 +183,7 @@ pub trait Ohlcv {
 crate::impl_ohlcv!(Bar, time);
 
 /// Whether a series is made of whole days or of intraday bars. It decides how a bar's time is
-/// rendered: `YYYY-MM-DD` for daily bars (as the seed's API answers), RFC 3339 for intraday ones,
+/// rendered: `YYYY-MM-DD` for daily bars (as the financial-data API answers), RFC 3339 for intraday ones,
 /// where the date alone would lose the time of day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SeriesKind {

@@ -501,8 +501,8 @@ fn sma_values(x: &[f64], window: usize) -> Vec<f64> {
     out
 }
 
-/// TA-Lib's EMA (TA_INT_EMA) with its first value at index `first` (`>= window - 1`): the seed is
-/// the mean of the `window` values ending at `first`, then `ema = (x - ema) * k + ema`. Plain EMA
+/// TA-Lib's EMA (TA_INT_EMA) with its first value at index `first` (`>= window - 1`): the starting value
+/// is the mean of the `window` values ending at `first`, then `ema = (x - ema) * k + ema`. Plain EMA
 /// uses `first = window - 1`; MACD starts both its EMAs at the slow one's first index.
 fn ema_values(x: &[f64], window: usize, first: usize) -> Vec<f64> {
     if window == 0 || first + 1 < window || x.len() <= first {

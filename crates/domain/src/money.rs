@@ -1,5 +1,5 @@
 //! Money is a decimal, never a binary float: `1.57` must stay `1.57` from the wire to storage and
-//! back. JSON output renders integers as integers (`28`, as the seeds show) and other values
+//! back. JSON output renders integers as integers (`28`, as the feed's clients expect) and other values
 //! through their shortest float form, which is exact for any price with fewer than 16 digits.
 
 use rust_decimal::prelude::ToPrimitive;

@@ -1,4 +1,4 @@
-//! Orders as clients post them (seed 002), parsed into types that cannot hold an invalid order,
+//! Orders as clients post them, parsed into types that cannot hold an invalid order,
 //! and the retry schedule of their placement at the exchange.
 //!
 //! Rules: `type` `market` or `limit`; `side` `buy` or `sell`; `instrument` exactly 12 characters

@@ -1,10 +1,10 @@
-//! Self-service registration (seed 004): `name`, `last_name` and `email`, each checked and
+//! Self-service registration: `name`, `last_name` and `email`, each checked and
 //! reported on its own so a client learns about every bad field at once.
 
 use crate::validation::ValidationErrors;
 use serde_json::Value;
 
-/// Longest `name` / `last_name` (the seed's Django user model allows 150 characters).
+/// Longest `name` / `last_name` (as Django's user model allows: 150 characters).
 pub const MAX_NAME_LEN: usize = 150;
 /// Longest email address (RFC 5321: 254 characters in a path, 64 in the local part).
 pub const MAX_EMAIL_LEN: usize = 254;

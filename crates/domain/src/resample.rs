@@ -24,7 +24,7 @@ use std::num::NonZeroU32;
 use std::str::FromStr;
 
 /// The period length of a resampled series. Parsed from, and displayed as, exactly these names
-/// (the seed API's spelling); anything else is an error.
+/// (the financial-data API's spelling); anything else is an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Frequency {
     Minute,

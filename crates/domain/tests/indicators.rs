@@ -4,7 +4,7 @@
 //! `python3 crates/domain/tests/fixtures/gen/gen_fixtures.py` with TA-Lib's Python wrapper 0.8.2
 //! (`pip install TA-Lib==0.8.2`, which bundles the TA-Lib C library; exact versions recorded in
 //! the fixture's `tool` field) for SMA, EMA, RSI, MACD and BBANDS, and numpy 2.4.6 for VWAP
-//! (TA-Lib has none), on the AMZN closes of shared/data/stocks_ohlcv.csv and on small hand-made
+//! (TA-Lib has none), on the AMZN closes of tests/fixtures/stocks_ohlcv.csv and on small hand-made
 //! series (flat, rising, falling, zigzag, ...).
 
 mod common;

@@ -1,7 +1,7 @@
-//! Raw bars and resampling on the shared data set (shared/data/stocks_ohlcv.csv) and on small
+//! Raw bars and resampling on the daily OHLCV fixture (tests/fixtures/stocks_ohlcv.csv) and on small
 //! hand-made series.
 //!
-//! Reference values: the Annual AMZN figures quoted in the seed's README (seed 003), and
+//! Reference values: the Annual AMZN figures published with the data set (tests/fixtures/README.md), and
 //! `tests/fixtures/resample_amzn.json`, produced independently with pandas by
 //! `python3 crates/domain/tests/fixtures/gen/gen_fixtures.py` (tool versions recorded in the file:
 //! TA-Lib python 0.8.2, numpy 2.4.6, pandas 3.1.1, Python 3.11.7).
@@ -62,7 +62,7 @@ fn monthly_amzn_has_37_rows() {
 
 #[test]
 fn annual_amzn_matches_the_seed_readme() {
-    // From the seed's README: `curl -G -d 'interval=1' -d 'frequency=Annual' .../AMZN`.
+    // Published with the data set: `curl -G -d 'interval=1' -d 'frequency=Annual' .../AMZN`.
     let expected = [
         (2019, 95.455, 101.79, 84.253, 92.392, 8_154_332_000_i64),
         (2020, 93.75, 177.6125, 81.3015, 162.8465, 24_950_814_000),

@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use uuid::Uuid;
 
-/// The seed's stocks: CIB with the seed's own id, then Edita and Hamada Inc.
+/// The demo stocks: CIB with the feed API's example id, then Edita and Hamada Inc.
 const DEFAULT_STOCKS: [(&str, &str, f64); 3] = [
     ("6ffb8e62-92c1-40c7-9d38-5b976a346b62", "CIB", 28.0),
     ("b5a1d3c2-6f0e-4c3a-9a51-1f2c3d4e5f60", "Edita", 19.5),
@@ -38,7 +38,7 @@ pub struct Market {
 }
 
 impl Market {
-    /// `count` stocks: the seed's three first, then `STK004`, `STK005`, … with stable ids.
+    /// `count` stocks: the three demo stocks first, then `STK004`, `STK005`, … with stable ids.
     pub fn new(count: usize, seed: Option<u64>) -> Market {
         let mut rng = match seed {
             Some(s) => StdRng::seed_from_u64(s),
@@ -96,7 +96,7 @@ impl Market {
         &self.stocks
     }
 
-    /// Advances the next stock (round robin) and returns its tick as the seed's JSON message.
+    /// Advances the next stock (round robin) and returns its tick as the feed's JSON message.
     pub fn next_message(&mut self, now: DateTime<Utc>) -> Vec<u8> {
         let i = self.next % self.stocks.len().max(1);
         self.next = self.next.wrapping_add(1);

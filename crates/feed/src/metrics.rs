@@ -1,4 +1,4 @@
-//! Feed metrics. Names are part of the contract (SPEC "Operations"): dashboards and alerts use them.
+//! Feed metrics. Names are part of the contract (docs/operations.md#metrics): dashboards and alerts use them.
 
 use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
 

@@ -47,7 +47,7 @@ pub struct Receipt {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExchangeError {
-    /// The exchange answered that it could not place the order now (the seed's random failure).
+    /// The exchange answered that it could not place the order now (a simulated random failure).
     #[error("exchange rejected the placement: {0}")]
     Rejected(String),
     /// No answer in time.

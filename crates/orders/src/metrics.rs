@@ -1,4 +1,4 @@
-//! The order metrics of SPEC ("Operations"). [`describe`] registers every series at 0 so that
+//! The order metrics (docs/operations.md#metrics). [`describe`] registers every series at 0 so that
 //! dashboards and alerts see them from start-up, in `serve` and in `relay`.
 
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};

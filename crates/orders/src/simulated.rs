@@ -1,4 +1,4 @@
-//! The simulated exchange: seed 002's `place_order` (fails 10% of calls, takes 0.5 s otherwise),
+//! The simulated exchange: a flaky `place_order` (fails 10% of calls, takes 0.5 s otherwise),
 //! made idempotent by key, with its ledger in memory. Used in-process by an embedded relay and
 //! served over HTTP by `bourse exchange` through [`router`].
 
@@ -150,7 +150,7 @@ impl Exchange for SimulatedExchange {
     }
 }
 
-/// `POST /placements` and `GET /placements` (see SPEC, "Orders").
+/// `POST /placements` and `GET /placements` (docs/api.md, "The exchange").
 pub fn router(exchange: Arc<SimulatedExchange>) -> Router {
     Router::new()
         .route("/placements", get(list).post(place))

@@ -1,5 +1,5 @@
-//! Settings of the quote service core. The binary fills these from `BOURSE_*` (see SPEC
-//! "Configuration"); defaults here are the contract's defaults so tests and embedded mode need
+//! Settings of the quote service core. The binary fills these from `BOURSE_*` (see
+//! docs/operations.md); defaults here are the documented defaults so tests and embedded mode need
 //! nothing.
 
 use std::time::Duration;

@@ -8,6 +8,16 @@
 //!   HTTP ([`http::HttpQuoteClient`], served by [`http::router`]) and over RabbitMQ RPC
 //!   ([`amqp::AmqpQuoteClient`], served by [`amqp::AmqpServer`]).
 //! - `fake`: a local fake of both providers for tests and demos (cargo feature `fake`).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), bourse_quotes::QuoteError> {
+//! use bourse_quotes::{QuoteClient, QuoteConfig, QuoteService};
+//!
+//! let service = QuoteService::new(&QuoteConfig::default())?; // stooq.com, alphavantage.co
+//! let quote = service.quote("aapl.us").await?;
+//! println!("{} ({}): {}", quote.symbol, quote.name, quote.close);
+//! # Ok(()) }
+//! ```
 
 pub mod amqp;
 mod cache;

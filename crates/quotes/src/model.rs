@@ -29,7 +29,7 @@ pub struct Quote {
     pub volume: Option<u64>,
 }
 
-/// An AlphaVantage daily summary, as seed 004 answers it.
+/// An AlphaVantage daily summary, as `GET /symbol/{symbol}` answers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DailySummary {
     /// As upstream reports it in its meta data (`IBM`).

@@ -10,7 +10,7 @@ use crate::cache::{SingleFlightCache, Source};
 use crate::providers::{http_client, AlphaVantage, DailyProvider, QuoteProvider, Stooq};
 use crate::{normalize_symbol, DailySummary, Quote, QuoteClient, QuoteConfig, QuoteError};
 
-/// Name of the request counter (SPEC "Operations").
+/// Name of the request counter (docs/operations.md#metrics).
 pub const REQUESTS_METRIC: &str = "bourse_quote_requests_total";
 
 /// Describes the metric and registers its main series at zero, so dashboards see it from

@@ -111,10 +111,9 @@ const PG_COPY_INTO_STAGING: &str = "COPY bars_import FROM STDIN (FORMAT binary)"
 /// tick times of a live minute bar); unchanged rows are not rewritten. `ON CONFLICT` rather than
 /// MERGE because it stays correct when a concurrent writer (the live roll-up, another import)
 /// inserts one of these keys meanwhile, and because MERGE's join with a staging table that has no
-/// statistics may be planned as a hash join over the whole of `bars`. The price: it locks every
-/// conflicting row, even unchanged ones, so re-importing an unchanged file measured about 10%
-/// slower than the former MERGE over `UNNEST` arrays. `ORDER BY` locks rows in key order, as
-/// every writer does, so that two of them cannot deadlock.
+/// statistics may be planned as a hash join over the whole of `bars`
+/// (docs/decisions/0003-bar-import-upsert.md). `ORDER BY` locks rows in key order, as every
+/// writer does, so that two of them cannot deadlock.
 const PG_UPSERT_STAGED: &str = "INSERT INTO bars (symbol, ts, open, high, low, close, volume) \
      SELECT symbol, ts, open, high, low, close, volume FROM bars_import ORDER BY symbol, ts \
      ON CONFLICT (symbol, ts) DO UPDATE SET open = EXCLUDED.open, high = EXCLUDED.high, \
@@ -564,13 +563,9 @@ pub enum PushDown {
     WhenCoarse,
 }
 
-/// Pushing resampling down pays when each bin holds many bars: on 1,000,000 minute bars the
-/// database answers Annual about 3 times faster than fetching every bar and resampling in Rust,
-/// but Minute bins of minute bars 3.5 times slower; on 754 daily bars Annual and Quarterly are
-/// 1.5 times faster in the database, Monthly 1.3 times faster, Weekly 1.4 times slower
-/// (`timeseries-bench resample-db`, loaded machine). Below this many bars per bin (judged from the
-/// spacing of the first two bars) the Rust path is used; that still sends Monthly bins of daily
-/// bars (about 20 a bin, judged 10) to Rust, where they are a little slower.
+/// Pushing resampling down pays when each bin holds many bars, and costs when it holds few
+/// (docs/decisions/0002-resampling-push-down.md). Below this many bars per bin (judged from the
+/// spacing of the first two bars) the Rust path is used.
 pub const PUSH_DOWN_MIN_BARS_PER_BIN: i64 = 50;
 
 /// The usual length of a period, enough to compare it with the spacing of bars.

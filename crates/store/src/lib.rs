@@ -3,6 +3,23 @@
 //! One [`Store`] value hides which engine is behind it: each repository method matches on the
 //! engine and runs SQL written for it. The two schemas carry the same data; SQLite keeps decimals
 //! as TEXT and instants as INTEGER microseconds so that both stay exact and ordered.
+//!
+//! Repositories by resource: [`feed`] (stocks, ticks, analyses, dead letters), [`orders`]
+//! (orders, outbox, events, idempotency keys), [`bars`] (import, roll-up, resampling in SQL),
+//! quote history, users and API keys. Errors are [`StoreError`]; `testing` (feature `testing`)
+//! makes throw-away databases for tests.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), bourse_store::StoreError> {
+//! use bourse_store::{ConnectOptions, Store};
+//!
+//! let store = Store::connect("sqlite://bourse.db", &ConnectOptions::default()).await?;
+//! store.migrate().await?;
+//! for stock in store.list_stocks().await? {
+//!     println!("{} {} ({} available)", stock.name, stock.price, stock.availability);
+//! }
+//! # Ok(()) }
+//! ```
 
 pub mod bars;
 mod error;

@@ -1,4 +1,4 @@
-//! Orders (seed 002) and their transactional outbox.
+//! Orders and their transactional outbox.
 //!
 //! - [`Store::create_order`] writes the order, its outbox row and its `order.created` event in
 //!   one transaction (on PostgreSQL one statement, so one round trip): a caller that got `Ok` may

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 const SHARED_CSV: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/data/stocks_ohlcv.csv"
+    "/../domain/tests/fixtures/stocks_ohlcv.csv"
 );
 
 fn dec(s: &str) -> Decimal {

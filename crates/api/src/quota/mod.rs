@@ -1,4 +1,4 @@
-//! Per-day quotas (seed 004): anonymous callers per client address, authenticated callers per
+//! Per-day quotas: anonymous callers per client address, authenticated callers per
 //! user, over a rolling day, spent by the [`crate::gate`] in front of the routes.
 //!
 //! - [`window`]: the rolling-day rule, counted per second, and the header arithmetic (pure).
@@ -10,7 +10,7 @@
 //! health, readiness, metrics, docs and the live stream are not tracked
 //! ([`crate::caller::is_untracked`]). Counted responses carry `RateLimit-Limit`,
 //! `RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`; a refused request gets 429
-//! with `Retry-After` and SPEC's body.
+//! with `Retry-After` and the body of docs/api.md.
 //!
 //! A caller Redis has refused is refused by the replica itself until its release, and a busy
 //! caller far from its limit is admitted from a reservation (see `Local`): so neither a flood
@@ -43,7 +43,7 @@ pub const REJECTIONS: &str = "bourse_quota_rejections_total";
 /// Quota checks that Redis failed to answer (the replica's memory counter decided instead).
 pub const BACKEND_ERRORS: &str = "bourse_quota_backend_errors_total";
 
-/// SPEC's window: a rolling day.
+/// The window: a rolling day.
 pub const DAY: Duration = Duration::from_secs(86_400);
 
 /// Describes the quota metrics and registers their series at zero.

@@ -233,7 +233,7 @@ pub const IN_FLIGHT: usize = 2;
 
 /// No reservation while fewer requests than this remain to a caller: near its limit every
 /// request is counted in Redis by itself, so the last requests of a quota are shared exactly
-/// among replicas (and SPEC's 100 a day per address never reserves anything).
+/// among replicas (and the default 100 a day per address never reserves anything).
 pub const RESERVE_FLOOR: u64 = 1000;
 /// A reservation takes at most this share (1/16) of what remains to the caller.
 pub const RESERVE_SHARE: u64 = 16;

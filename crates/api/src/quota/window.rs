@@ -5,7 +5,7 @@
 //! the bucket of `t` and counts until that bucket is a whole window old: from its end, so for
 //! between one window and one window plus one bucket (a day and at most a second). A request
 //! is admitted when fewer than `limit` are counted; refused requests are not counted. So no
-//! rolling day ever holds more than `limit` admitted requests (the seed's Django throttle
+//! rolling day ever holds more than `limit` admitted requests (a Django REST framework throttle
 //! keeps the same rule with one entry per request), the answers stay exact to the second the
 //! headers speak in, and a log holds at most one entry per second of the window however high
 //! the limit (one entry per request, as before, cost memory and Redis time in proportion to

@@ -13,7 +13,7 @@ use axum::Router;
 use bourse_domain::tick::parse_timestamp;
 use chrono::{DateTime, NaiveDate, Utc};
 
-/// Routes served both at their SPEC path and under `/api/v1`.
+/// Routes served both at their documented path and under `/api/v1`.
 pub fn router() -> Router<ApiContext> {
     Router::new()
         .merge(stocks::router())

@@ -15,7 +15,7 @@ pub fn router() -> Router<ApiContext> {
         .route("/metrics", get(metrics))
 }
 
-/// 200 while the process is alive and its database answers (seed 003's contract).
+/// 200 while the process is alive and its database answers (as the financial-data API it follows answers).
 #[utoipa::path(get, path = "/_healthcheck", tag = "operations",
     responses((status = 200), (status = 503)))]
 pub async fn healthcheck(State(ctx): State<ApiContext>) -> impl IntoResponse {

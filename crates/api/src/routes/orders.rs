@@ -1,8 +1,8 @@
-//! Orders (seed 002): accept an order durably, then let the relay place it at the exchange.
+//! Orders: accept an order durably, then let the relay place it at the exchange.
 //!
 //! `POST /orders` answers 201 only once the order and its outbox row are committed together, so
 //! the exchange's reliability never touches this endpoint. Any failure before that commit is the
-//! seed's 500 `{"message": "Internal server error while placing the order"}`.
+//! order API's 500 `{"message": "Internal server error while placing the order"}`.
 
 use crate::auth::AuthUser;
 use crate::extract::{JsonBody, PathParams, QueryParams};

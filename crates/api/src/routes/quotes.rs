@@ -1,4 +1,4 @@
-//! Quotes (seed 001): log in for a JWT, ask for a quote, read your history, see the top stocks.
+//! Quotes: log in for a JWT, ask for a quote, read your history, see the top stocks.
 //! The quote itself comes from the quote service through [`bourse_quotes::QuoteClient`].
 
 use crate::auth::{check_password, AdminUser, AuthUser};
@@ -49,7 +49,7 @@ pub async fn login(
     Ok(Json(TokenView { token }))
 }
 
-/// A quote-service failure as the API answers it: the status SPEC maps each code to, and the
+/// A quote-service failure as the API answers it: the status docs/api.md maps each code to, and the
 /// service's message (which never carries internals).
 impl From<QuoteError> for ApiError {
     fn from(e: QuoteError) -> Self {

@@ -1,4 +1,4 @@
-//! Self-service API keys (seed 004): `POST /register` creates a user and shows their key once.
+//! Self-service API keys: `POST /register` creates a user and shows their key once.
 
 use crate::api_key;
 use crate::extract::FieldsBody;
@@ -16,7 +16,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 pub fn router() -> Router<ApiContext> {
-    // The seed's clients post to `/api/v1/register/`, with the trailing slash.
+    // DRF-style clients post to `/api/v1/register/`, with the trailing slash.
     Router::new()
         .route("/register", post(register))
         .route("/register/", post(register))

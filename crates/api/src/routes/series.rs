@@ -1,4 +1,4 @@
-//! Time series and indicators (seed 003): raw and resampled OHLCV bars, and TA-Lib-exact
+//! Time series and indicators: raw and resampled OHLCV bars, and TA-Lib-exact
 //! indicators on them.
 //!
 //! - `GET /stocks/time-series/{symbol}?frequency&interval&start&end`
@@ -14,9 +14,8 @@
 //! Resampling runs in Rust on the fetched bars ([`bourse_domain::resample()`]), except on
 //! PostgreSQL when each bin holds many bars (minute bars into hours, days, years; daily bars into
 //! quarters, years): there the database aggregates them bin by bin, one index range scan each
-//! ([`Store::resample_in_database`]), and returns one row per bin instead of every bar, which
-//! measured about 3 times faster on 1,000,000 minute bars and slower when bins hold few bars
-//! (`bench/timeseries.sh`).
+//! ([`Store::resample_in_database`]), and returns one row per bin instead of every bar
+//! (docs/decisions/0002-resampling-push-down.md).
 //!
 //! Answers are cached per (symbol, query) for a few tens of milliseconds ([`SeriesCache`]).
 //!

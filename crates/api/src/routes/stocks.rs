@@ -1,4 +1,4 @@
-//! Live stocks (seed 000): latest prices, analyst targets, tick history, and the live stream.
+//! Live stocks: latest prices, analyst targets, tick history, and the live stream.
 
 use crate::auth::AdminUser;
 use crate::extract::{JsonBody, PathParams, QueryParams};

@@ -1,4 +1,4 @@
-//! Daily summaries (seed 004): `GET /symbol/{symbol}` from the quote service's AlphaVantage
+//! Daily summaries: `GET /symbol/{symbol}` from the quote service's AlphaVantage
 //! provider. Prices are the upstream strings; the variation is an exact decimal.
 
 use crate::auth::AuthUser;
@@ -14,13 +14,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 pub fn router() -> Router<ApiContext> {
-    // The seed's clients ask for `/api/v1/symbol/ibm/`, with the trailing slash.
+    // DRF-style clients ask for `/api/v1/symbol/ibm/`, with the trailing slash.
     Router::new()
         .route("/symbol/{symbol}", get(symbol))
         .route("/symbol/{symbol}/", get(symbol))
 }
 
-/// Seed 004's answer, keys in its order.
+/// The DRF-style API's answer, keys in its order.
 #[derive(Serialize, ToSchema)]
 pub struct SymbolView {
     #[schema(example = "2022-07-29")]

@@ -1,4 +1,4 @@
-//! `bourse quote-service`: the internal stock aggregator (seed 001). Serves RabbitMQ RPC on the
+//! `bourse quote-service`: the internal stock aggregator. Serves RabbitMQ RPC on the
 //! quote queue when `BOURSE_AMQP_URL` is set, and always HTTP (`/internal/quote`,
 //! `/internal/daily`) plus health, readiness and metrics.
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
 
-/// The RPC client timeout of SPEC: a request never waits longer for the quote service.
+/// The RPC client timeout (docs/api.md): a request never waits longer for the quote service.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn quote_config(config: &Config) -> QuoteConfig {
@@ -40,7 +40,7 @@ pub fn service(config: &Config) -> anyhow::Result<QuoteService> {
     Ok(service)
 }
 
-/// SPEC: over RabbitMQ when `BOURSE_AMQP_URL` is set, else over HTTP when
+/// Over RabbitMQ when `BOURSE_AMQP_URL` is set, else over HTTP when
 /// `BOURSE_QUOTE_SERVICE_URL` is set, else in-process.
 pub fn client(config: &Config) -> anyhow::Result<Arc<dyn QuoteClient>> {
     if let Some(url) = &config.amqp_url {

@@ -9,9 +9,18 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const MQTT_URL: &str = "mqtt://127.0.0.1:1883";
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// The services the tests talk to: `BOURSE_TEST_*_URL` when set, else the local ones that
+/// `deploy/dev-services` starts (PostgreSQL's is read in `bourse_store::testing`).
+pub fn mqtt_url() -> String {
+    std::env::var("BOURSE_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+}
+pub fn amqp_url() -> String {
+    std::env::var("BOURSE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+pub fn redis_url() -> String {
+    std::env::var("BOURSE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
 /// The JWT secret every spawned server uses, so tests can forge expired or foreign tokens.
 pub const JWT_SECRET: &str = "test-secret-0123456789abcdef";
 
@@ -104,7 +113,7 @@ impl Server {
             ("BOURSE_REQUEST_LOG".into(), String::new()),
         ];
         if let Some(topic) = &spec.topic {
-            env.push(("BOURSE_MQTT_URL".into(), MQTT_URL.into()));
+            env.push(("BOURSE_MQTT_URL".into(), mqtt_url()));
             env.push(("BOURSE_MQTT_TOPIC".into(), topic.clone()));
         }
         env.extend(spec.extra_env.iter().cloned());
@@ -357,7 +366,13 @@ pub fn token(key: &str) -> String {
 
 /// Publishes payloads with QoS 1 and returns once the broker acknowledged all of them.
 pub async fn publish(topic: &str, payloads: &[Vec<u8>]) {
-    let mut opts = MqttOptions::new(unique("test-pub"), "127.0.0.1", 1883);
+    let url = mqtt_url();
+    let (host, port) = url
+        .trim_start_matches("mqtt://")
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.parse().expect("MQTT port")))
+        .unwrap_or_else(|| (url.trim_start_matches("mqtt://").to_string(), 1883));
+    let mut opts = MqttOptions::new(unique("test-pub"), host, port);
     opts.set_keep_alive(Duration::from_secs(10));
     opts.set_inflight(100);
     let (client, mut eventloop) = AsyncClient::new(opts, payloads.len().max(10) + 10);
@@ -373,7 +388,7 @@ pub async fn publish(topic: &str, payloads: &[Vec<u8>]) {
         let ev = tokio::time::timeout_at(deadline, eventloop.poll())
             .await
             .expect("broker acknowledged in time")
-            .expect("MQTT connection to 127.0.0.1:1883");
+            .unwrap_or_else(|e| panic!("MQTT connection to {url}: {e}"));
         if let Event::Incoming(Packet::PubAck(_)) = ev {
             acked += 1;
         }

@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests: the shared OHLCV file and small synthetic series.
+//! Helpers shared by the integration tests: the daily OHLCV fixture and small synthetic series.
 
 #![allow(dead_code)]
 
@@ -8,10 +8,10 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use rust_decimal::prelude::FromPrimitive;
 use rust_decimal::Decimal;
 
-/// The seed's data set, read where it lives (shared/, beside the repository), never copied.
+/// Daily AMZN and TSLA bars kept with the fixtures (origin: tests/fixtures/README.md).
 pub const SHARED_CSV: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/data/stocks_ohlcv.csv"
+    "/tests/fixtures/stocks_ohlcv.csv"
 );
 
 /// Every bar of the shared file, through the real parser; any bad row fails the test.

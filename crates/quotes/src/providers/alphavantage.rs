@@ -1,7 +1,7 @@
 //! AlphaVantage: `GET {base}/query?function=TIME_SERIES_DAILY&symbol=…&apikey=…`. Like stooq it
 //! answers 200 for everything; the body says what happened ("Error Message", "Note",
 //! "Information", or the series). The variation is computed on decimals so IBM's example gives
-//! exactly `1.57`, not the seed's `1.5699999999999932`.
+//! exactly `1.57`, not the float noise `1.5699999999999932`.
 
 use async_trait::async_trait;
 use bourse_domain::money::parse_decimal;
@@ -55,7 +55,7 @@ impl DailyProvider for AlphaVantage {
     }
 }
 
-/// Parses a `TIME_SERIES_DAILY` answer into the seed-004 summary of its last trading day.
+/// Parses a `TIME_SERIES_DAILY` answer into the `GET /symbol/{symbol}` summary of its last trading day.
 ///
 /// - `"Error Message"` → `not_found`; `"Note"` / `"Information"` → `throttled`; both keep the
 ///   upstream text as the message;
