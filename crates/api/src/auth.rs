@@ -170,9 +170,16 @@ async fn basic(encoded: &str, addr: Option<IpAddr>, ctx: &ApiContext) -> Result<
     if let Some(user) = ctx.credentials.get(&key) {
         return Ok(user);
     }
-    let user = check_password(ctx, Scheme::Basic, addr, username, password).await?;
-    ctx.credentials.put(key, user.clone());
-    Ok(user)
+    ctx.logins
+        .one_at_a_time(key, async {
+            if let Some(user) = ctx.credentials.get(&key) {
+                return Ok(user);
+            }
+            let user = check_password(ctx, Scheme::Basic, addr, username, password).await?;
+            ctx.credentials.put(key, user.clone());
+            Ok(user)
+        })
+        .await
 }
 
 async fn bearer(token: &str, ctx: &ApiContext) -> Result<User, ApiError> {
@@ -227,13 +234,7 @@ pub async fn check_password(
     password: &str,
 ) -> Result<User, ApiError> {
     let attempt = ctx.logins.begin(scheme, addr, username).await?;
-    let creds = match ctx.store.credentials_by_username(username).await {
-        Ok(creds) => creds,
-        Err(e) => {
-            attempt.abandon().await;
-            return Err(e.into());
-        }
-    };
+    let creds = ctx.store.credentials_by_username(username).await?;
     // An inactive user's password is not checked: the dummy is, so the answer takes as long.
     let creds = creds.filter(|c| c.user.active);
     let stored = creds.as_ref().and_then(|c| c.password_hash.as_deref());

@@ -69,13 +69,7 @@ impl Counts {
                         })
                         .collect();
                 }
-                Err(e) => {
-                    // Logged once a minute at most: during an outage every attempt fails so.
-                    let now = self.started.elapsed().as_secs() + 60;
-                    if self.last_warning.swap(now, Ordering::Relaxed) + 60 <= now {
-                        tracing::warn!(error = %e, "login throttle: Redis failed, counting in this replica");
-                    }
-                }
+                Err(e) => self.warn(&e),
             }
         }
         let mut map = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
@@ -101,6 +95,48 @@ impl Counts {
                 (entry.0, entry.1 - now)
             })
             .collect()
+    }
+
+    /// The counts of `keys` and the time left in their windows (0 for a key not counting).
+    pub(super) async fn get(&self, keys: &[&str]) -> Vec<(u64, Duration)> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        if let Some(redis) = &self.redis {
+            let mut pipe = ::redis::pipe();
+            for key in keys {
+                pipe.cmd("GET").arg(*key).pttl(*key);
+            }
+            match redis.query::<Vec<Option<i64>>>(&pipe).await {
+                Ok(answer) => {
+                    return answer
+                        .chunks(2)
+                        .map(|row| {
+                            let ttl = u64::try_from(row[1].unwrap_or(0)).unwrap_or(0);
+                            let count = row[0].unwrap_or(0).max(0).unsigned_abs();
+                            (count, Duration::from_millis(ttl))
+                        })
+                        .collect();
+                }
+                Err(e) => self.warn(&e),
+            }
+        }
+        let map = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        keys.iter()
+            .map(|key| match map.get(*key) {
+                Some(&(count, until)) if until > now => (count, until - now),
+                _ => (0, Duration::ZERO),
+            })
+            .collect()
+    }
+
+    /// Redis failures are logged once a minute at most: during an outage every attempt fails.
+    fn warn(&self, e: &::redis::RedisError) {
+        let now = self.started.elapsed().as_secs() + 60;
+        if self.last_warning.swap(now, Ordering::Relaxed) + 60 <= now {
+            tracing::warn!(error = %e, "login throttle: Redis failed, counting in this replica");
+        }
     }
 
     pub(super) async fn clear(&self, key: &str) {

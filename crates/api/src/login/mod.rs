@@ -2,9 +2,8 @@
 //! costs ([`Hashing`]). Every scheme that takes a password (Basic, `POST /login`) goes through
 //! [`Logins::begin`] before any hash is computed.
 //!
-//! Attempts are counted, before the hash, in fixed windows that start at a key's first attempt;
-//! a success takes its own attempt back (and clears its (account, address) count), so what stays
-//! counted are failures. Three counts, each a setting:
+//! Failures are counted in fixed windows that start at a key's first failure, and read before
+//! the hash; a success clears its own (account, address) count. Three counts, each a setting:
 //!
 //! - per (account, address), small: one client guessing one password. A success from another
 //!   address does not clear it, and it does not lock the account's owner out elsewhere (what
@@ -24,7 +23,10 @@ use crate::quota::redis::RedisCounter;
 use crate::ApiError;
 use counts::Counts;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 mod counts;
@@ -130,6 +132,9 @@ pub struct Logins {
     pub hashing: Hashing,
     config: ThrottleConfig,
     counts: Counts,
+    /// Checks under way, by credential hash: a client's burst of requests with one Basic
+    /// credential costs one hash (the others wait for it and find it cached), not one each.
+    in_flight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Default for Logins {
@@ -154,7 +159,33 @@ impl Logins {
             hashing,
             counts: Counts::new(config.window, redis),
             config,
+            in_flight: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Runs `check` for the credential hashed as `key` once at a time: concurrent checks of the
+    /// same credential wait for the one before them (which, when right, left it cached).
+    pub async fn one_at_a_time<T>(&self, key: [u8; 32], check: impl Future<Output = T>) -> T {
+        let turn = {
+            let mut map = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(map.entry(key).or_default())
+        };
+        let answer = {
+            let _turn = turn.lock().await;
+            check.await
+        };
+        let mut map = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Ours and the map's: nobody else waits.
+        if Arc::strong_count(&turn) == 2 {
+            map.remove(&key);
+        }
+        answer
     }
 
     /// Where the counts live: `redis` or `memory`.
@@ -162,8 +193,10 @@ impl Logins {
         self.counts.backend_name()
     }
 
-    /// Counts an attempt for `username` from `addr`: 429 when a count is past its limit (the
-    /// password is then not checked).
+    /// Starts an attempt for `username` from `addr`: 429 when a count has reached its limit
+    /// (the password is then not checked). Only failures are counted, when they happen: guesses
+    /// already in flight when a limit is reached still finish (at most the hashing slots' worth
+    /// per wait), and concurrent right answers are never refused.
     pub async fn begin(
         &self,
         scheme: Scheme,
@@ -192,26 +225,16 @@ impl Logins {
             addr,
             keys,
         };
-        let counts = self.counts.add(&keys_of(&attempt.keys, |_| true), 1).await;
+        let counts = self.counts.get(&keys_of(&attempt.keys, |_| true)).await;
         let full = attempt
             .keys
             .iter()
             .zip(&counts)
-            .filter(|((kind, _), (count, _))| *count > self.limit(*kind))
+            .filter(|((kind, _), (count, _))| *count >= self.limit(*kind))
             .max_by_key(|(_, (_, ttl))| *ttl);
-        if let Some(((kind, _), (count, ttl))) = full {
+        if let Some(((kind, _), (_, ttl))) = full {
             metrics::counter!(THROTTLED, "scheme" => scheme.name(), "limit" => kind.name())
                 .increment(1);
-            // Once per window and key, not once per refused guess: a flood must not flood the log.
-            if *count == self.limit(*kind) + 1 {
-                tracing::warn!(
-                    scheme = scheme.name(),
-                    username = %printable(username),
-                    client = %addr,
-                    limit = kind.name(),
-                    "login throttled: too many attempts"
-                );
-            }
             return Err(ApiError::Throttled {
                 retry_after: ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0),
             });
@@ -230,8 +253,9 @@ impl Logins {
 
 impl Attempt<'_> {
     /// Checks `password` against `stored` (`None`: no such user or no password; the dummy hash
-    /// is checked instead), then settles the attempt: a success takes it back, a failure stays
-    /// counted and is logged. 503 when no hashing slot freed up in time (not counted).
+    /// is checked instead), then settles the attempt: a success clears its (account, address)
+    /// count, a failure is counted and logged. 503 when no hashing slot freed up in time (not
+    /// counted).
     pub async fn check(self, password: &str, stored: Option<&str>) -> Result<bool, ApiError> {
         match self.logins.hashing.verify(password, stored).await {
             Ok(true) => {
@@ -239,44 +263,44 @@ impl Attempt<'_> {
                 Ok(true)
             }
             Ok(false) => {
-                self.failed();
+                self.failed().await;
                 Ok(false)
             }
-            Err(Busy) => {
-                self.abandon().await;
-                Err(ApiError::Busy { retry_after: 1 })
-            }
+            Err(Busy) => Err(ApiError::Busy { retry_after: 1 }),
         }
     }
 
-    fn failed(self) {
+    async fn failed(self) {
         metrics::counter!(FAILURES, "scheme" => self.scheme.name()).increment(1);
-        tracing::warn!(
-            scheme = self.scheme.name(),
-            username = %printable(&self.username),
-            client = %self.addr,
-            "failed login"
-        );
-    }
-
-    /// Clears the (account, address) count and takes the attempt back from the others.
-    async fn succeeded(self) {
-        for (kind, key) in &self.keys {
-            if *kind == Kind::AccountAddress {
-                self.logins.counts.clear(key).await;
-            }
-        }
-        let others = keys_of(&self.keys, |kind| kind != Kind::AccountAddress);
-        let _ = self.logins.counts.add(&others, -1).await;
-    }
-
-    /// Takes the attempt back: it could not be decided (no hashing slot, no database).
-    pub async fn abandon(self) {
-        let _ = self
+        let username = printable(&self.username);
+        let scheme = self.scheme.name();
+        tracing::warn!(scheme, username = %username, client = %self.addr, "failed login");
+        let counts = self
             .logins
             .counts
-            .add(&keys_of(&self.keys, |_| true), -1)
+            .add(&keys_of(&self.keys, |_| true), 1)
             .await;
+        for ((kind, _), (count, ttl)) in self.keys.iter().zip(counts) {
+            // Once per window and key, not once per refused guess: a flood must not flood the log.
+            if count == self.logins.limit(*kind) {
+                tracing::warn!(
+                    scheme,
+                    username = %username,
+                    client = %self.addr,
+                    limit = kind.name(),
+                    retry_after = ttl.as_secs(),
+                    "login throttled: too many failed attempts"
+                );
+            }
+        }
+    }
+
+    /// Clears the (account, address) count; the others (address, account) are not this
+    /// client's to clear.
+    async fn succeeded(self) {
+        for key in keys_of(&self.keys, |kind| kind == Kind::AccountAddress) {
+            self.logins.counts.clear(key).await;
+        }
     }
 }
 
@@ -304,81 +328,4 @@ fn printable(username: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn logins(per_account_address: u64, per_address: u64) -> Logins {
-        Logins::new(
-            Hashing::new(2, Duration::from_secs(5)),
-            ThrottleConfig {
-                per_account_address,
-                per_address,
-                ..ThrottleConfig::default()
-            },
-            None,
-        )
-    }
-
-    fn ip(text: &str) -> Option<IpAddr> {
-        Some(text.parse().unwrap())
-    }
-
-    #[tokio::test]
-    async fn refuses_past_the_limit_per_account_and_address() {
-        let logins = logins(3, 100);
-        for _ in 0..3 {
-            let attempt = logins
-                .begin(Scheme::Login, ip("192.0.2.1"), "alice")
-                .await
-                .unwrap();
-            attempt.failed();
-        }
-        match logins.begin(Scheme::Login, ip("192.0.2.1"), "Alice").await {
-            Err(ApiError::Throttled { retry_after }) => assert!((899..=900).contains(&retry_after)),
-            _ => panic!("the fourth guess is throttled (usernames compared case-insensitively)"),
-        }
-        // The owner, elsewhere, is not locked out, and their success clears nothing of the guesser's.
-        let owner = logins
-            .begin(Scheme::Basic, ip("198.51.100.7"), "alice")
-            .await
-            .unwrap();
-        owner.succeeded().await;
-        assert!(logins
-            .begin(Scheme::Login, ip("192.0.2.1"), "alice")
-            .await
-            .is_err());
-    }
-
-    #[tokio::test]
-    async fn successes_are_taken_back_from_the_address_count() {
-        let logins = logins(100, 2);
-        for name in ["a", "b", "c", "d"] {
-            let attempt = logins
-                .begin(Scheme::Basic, ip("192.0.2.2"), name)
-                .await
-                .unwrap();
-            attempt.succeeded().await;
-        }
-        for name in ["e", "f"] {
-            logins
-                .begin(Scheme::Basic, ip("192.0.2.2"), name)
-                .await
-                .unwrap()
-                .failed();
-        }
-        assert!(logins
-            .begin(Scheme::Basic, ip("192.0.2.2"), "g")
-            .await
-            .is_err());
-        assert!(logins
-            .begin(Scheme::Basic, ip("192.0.2.3"), "g")
-            .await
-            .is_ok());
-    }
-
-    #[test]
-    fn log_names_are_escaped_and_short() {
-        assert_eq!(printable("a\nb\u{1b}"), "a\\nb\\u{1b}");
-        assert_eq!(printable(&"x".repeat(100)).len(), 64);
-    }
-}
+mod tests;
