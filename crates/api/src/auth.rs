@@ -13,15 +13,16 @@
 use crate::api_key;
 use crate::caller::Caller;
 use crate::error::ApiError;
-use crate::password;
+use crate::login::Scheme;
 use crate::state::ApiContext;
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
 use bourse_store::users::{Role, User};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,9 @@ pub enum Credential {
     /// Not checked: the check failed for another reason (the database did not answer). The
     /// extractor checks again and reports that error.
     Unchecked,
+    /// Not checked, and not to be: too many attempts (429) or no hashing slot (503), with the
+    /// seconds to wait.
+    Refused { busy: bool, retry_after: u64 },
 }
 
 /// An authenticated user with the `admin` role (403 for any other user).
@@ -63,6 +67,13 @@ impl FromRequestParts<ApiContext> for AuthUser {
             Some(Credential::Valid(user)) => Some(user.clone()),
             Some(Credential::Invalid) => return Err(ApiError::BadCredentials),
             Some(Credential::Absent) => None,
+            Some(&Credential::Refused { busy, retry_after }) => {
+                return Err(if busy {
+                    ApiError::Busy { retry_after }
+                } else {
+                    ApiError::Throttled { retry_after }
+                })
+            }
             Some(Credential::Unchecked) | None => authenticate(parts, ctx).await?,
         };
         let user = resolved.ok_or(ApiError::Unauthorized)?;
@@ -105,6 +116,14 @@ pub async fn resolve(parts: &Parts, ctx: &ApiContext) -> Credential {
         Ok(None) => Credential::Absent,
         Ok(Some(user)) => Credential::Valid(user),
         Err(ApiError::BadCredentials | ApiError::Unauthorized) => Credential::Invalid,
+        Err(ApiError::Throttled { retry_after }) => Credential::Refused {
+            busy: false,
+            retry_after,
+        },
+        Err(ApiError::Busy { retry_after }) => Credential::Refused {
+            busy: true,
+            retry_after,
+        },
         Err(e) => {
             tracing::warn!(error = %e, "credentials could not be checked");
             Credential::Unchecked
@@ -122,7 +141,7 @@ async fn authenticate(parts: &Parts, ctx: &ApiContext) -> Result<Option<User>, A
     let (scheme, value) = header.split_once(' ').ok_or(ApiError::BadCredentials)?;
     let value = value.trim();
     if scheme.eq_ignore_ascii_case("basic") {
-        basic(value, ctx).await.map(Some)
+        basic(value, client_ip(parts, ctx), ctx).await.map(Some)
     } else if scheme.eq_ignore_ascii_case("bearer") {
         bearer(value, ctx).await.map(Some)
     } else if scheme.eq_ignore_ascii_case("token") {
@@ -132,7 +151,16 @@ async fn authenticate(parts: &Parts, ctx: &ApiContext) -> Result<Option<User>, A
     }
 }
 
-async fn basic(encoded: &str, ctx: &ApiContext) -> Result<User, ApiError> {
+/// The client's address, as the gate finds it (the socket's, or a trusted proxy's header).
+pub fn client_ip(parts: &Parts, ctx: &ApiContext) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    ctx.client_addr.client_ip(&parts.headers, peer)
+}
+
+async fn basic(encoded: &str, addr: Option<IpAddr>, ctx: &ApiContext) -> Result<User, ApiError> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .map_err(|_| ApiError::BadCredentials)?;
@@ -142,9 +170,16 @@ async fn basic(encoded: &str, ctx: &ApiContext) -> Result<User, ApiError> {
     if let Some(user) = ctx.credentials.get(&key) {
         return Ok(user);
     }
-    let user = check_password(ctx, username, password).await?;
-    ctx.credentials.put(key, user.clone());
-    Ok(user)
+    ctx.logins
+        .one_at_a_time(key, async {
+            if let Some(user) = ctx.credentials.get(&key) {
+                return Ok(user);
+            }
+            let user = check_password(ctx, Scheme::Basic, addr, username, password).await?;
+            ctx.credentials.put(key, user.clone());
+            Ok(user)
+        })
+        .await
 }
 
 async fn bearer(token: &str, ctx: &ApiContext) -> Result<User, ApiError> {
@@ -189,22 +224,25 @@ async fn active_user(id: uuid::Uuid, credential: &str, ctx: &ApiContext) -> Resu
     Ok(user)
 }
 
-/// Checks a username and password (for `POST /login`).
+/// Checks a username and password from `addr`: throttled before anything else (see
+/// [`crate::login`]), and as slow for an unknown user as for a wrong password.
 pub async fn check_password(
     ctx: &ApiContext,
+    scheme: Scheme,
+    addr: Option<IpAddr>,
     username: &str,
     password: &str,
 ) -> Result<User, ApiError> {
-    let creds = ctx
-        .store
-        .credentials_by_username(username)
-        .await?
-        .ok_or(ApiError::BadCredentials)?;
-    let hash = creds.password_hash.ok_or(ApiError::BadCredentials)?;
-    if !password::verify_async(password.to_string(), hash).await || !creds.user.active {
-        return Err(ApiError::BadCredentials);
+    let attempt = ctx.logins.begin(scheme, addr, username).await?;
+    let creds = ctx.store.credentials_by_username(username).await?;
+    // An inactive user's password is not checked: the dummy is, so the answer takes as long.
+    let creds = creds.filter(|c| c.user.active);
+    let stored = creds.as_ref().and_then(|c| c.password_hash.as_deref());
+    let matched = attempt.check(password, stored).await?;
+    match creds {
+        Some(creds) if matched => Ok(creds.user),
+        _ => Err(ApiError::BadCredentials),
     }
-    Ok(creds.user)
 }
 
 /// Remembers recently verified credentials (see the module doc).

@@ -9,8 +9,10 @@
 //! clients can reach the service without passing through that proxy.
 
 use crate::auth::Credential;
-use axum::extract::{OriginalUri, Request};
+use crate::ApiContext;
+use axum::extract::{FromRequestParts, OriginalUri, Request};
 use axum::http::header::InvalidHeaderName;
+use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap, HeaderName, Uri};
 use bourse_store::users::User;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -44,6 +46,23 @@ impl Caller {
                 .filter(|e| !e.is_empty())
                 .unwrap_or(&u.username)
         })
+    }
+}
+
+/// The client's address, for handlers: the gate's when it ran, else found the same way.
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<ApiContext> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &ApiContext,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(match parts.extensions.get::<Caller>() {
+            Some(caller) => caller.addr,
+            None => crate::auth::client_ip(parts, ctx),
+        }))
     }
 }
 

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// `detail`.
     #[error("Request was throttled. Expected available in {retry_after} seconds.")]
     Throttled { retry_after: u64 },
+    /// Every password-hashing slot stayed busy: 503 with `Retry-After` (seconds).
+    #[error("too many password checks at once; retry shortly")]
+    Busy { retry_after: u64 },
     /// A dependency (quote provider, exchange) failed; `status` is 4xx/5xx as docs/api.md maps it.
     #[error("{message}")]
     Upstream {
@@ -101,6 +104,10 @@ impl IntoResponse for ApiError {
                     json!({ "message": m, "detail": m }),
                 )
             }
+            ApiError::Busy { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "message": self.to_string() }),
+            ),
             ApiError::Upstream {
                 status,
                 code,
@@ -128,7 +135,7 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(CHALLENGE),
             );
         }
-        if let ApiError::Throttled { retry_after } = self {
+        if let ApiError::Throttled { retry_after } | ApiError::Busy { retry_after } = self {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));

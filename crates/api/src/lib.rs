@@ -26,6 +26,7 @@ pub mod extract;
 pub mod gate;
 pub mod http_metrics;
 pub mod jwt;
+pub mod login;
 pub mod openapi;
 pub mod password;
 pub mod quota;

@@ -4,6 +4,7 @@ use crate::auth::CredentialCache;
 use crate::cache::StockCache;
 use crate::caller::ClientAddrSource;
 use crate::jwt::JwtKeys;
+use crate::login::Logins;
 use crate::quota::Quota;
 use crate::request_log::RequestLog;
 use crate::series_cache::SeriesCache;
@@ -55,6 +56,8 @@ pub struct Shared {
     /// Rendered time-series and indicator answers, per (symbol, query).
     pub series: Arc<SeriesCache>,
     pub credentials: Arc<CredentialCache>,
+    /// Password checks: throttled, bounded in cost.
+    pub logins: Logins,
     pub readiness: Readiness,
     pub metrics: Option<PrometheusHandle>,
     /// Cancelled at shutdown so that long-lived responses (SSE) end and the server can stop.
@@ -75,6 +78,7 @@ pub struct Services {
     pub jwt: JwtKeys,
     pub quotes: Arc<dyn QuoteClient>,
     pub traffic: Traffic,
+    pub logins: Logins,
 }
 
 /// Quotas, the request log and how the client address is found: everything that watches the
@@ -103,6 +107,7 @@ impl ApiContext {
             stocks: Arc::new(StockCache::new(read_cache_ttl)),
             series: Arc::new(SeriesCache::new(read_cache_ttl)),
             credentials: Arc::new(CredentialCache::new(Duration::from_secs(60))),
+            logins: services.logins,
             readiness,
             metrics,
             shutdown,

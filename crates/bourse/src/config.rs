@@ -4,7 +4,8 @@
 use anyhow::Context;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use serde::{Deserialize, Serialize};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
 use std::path::Path;
 
 /// The embedded default database: a SQLite file in the working directory.
@@ -16,8 +17,10 @@ pub struct Config {
     /// Address to listen on. Unset: 127.0.0.1 and the role's port (serve 8000, quote-service
     /// 8001, exchange 8002, relay 8003, streamer 8004).
     pub http_addr: Option<String>,
-    /// `sqlite://path`, `sqlite:///abs/path` (created when missing) or `postgres://…`.
-    pub database_url: String,
+    /// `sqlite://path`, `sqlite:///abs/path` (created when missing) or `postgres://…`. May carry a
+    /// password: a secret, shown only through [`redact`](crate::roles::redact).
+    #[serde(serialize_with = "expose")]
+    pub database_url: SecretString,
     /// Database connection pool size.
     pub database_max_connections: u32,
     /// Apply migrations at start.
@@ -46,7 +49,8 @@ pub struct Config {
     /// `text`, or `json` for structured logs.
     pub log_format: LogFormat,
     /// RabbitMQ (`amqp://user:pw@host:5672/%2f`): quote RPC and order events.
-    pub amqp_url: Option<String>,
+    #[serde(serialize_with = "expose_option")]
+    pub amqp_url: Option<SecretString>,
     /// The quote service over HTTP, used when no AMQP URL is set.
     pub quote_service_url: Option<String>,
     /// RabbitMQ queue of quote requests.
@@ -56,11 +60,13 @@ pub struct Config {
     /// The AlphaVantage provider (`GET /symbol/{symbol}`).
     pub alphavantage_url: String,
     /// AlphaVantage API key.
-    pub alphavantage_key: Option<String>,
+    #[serde(serialize_with = "expose_option")]
+    pub alphavantage_key: Option<SecretString>,
     /// How long a successful quote is reused (seconds; 0 disables the cache).
     pub quote_cache_secs: u64,
     /// HS256 secret for JWTs; required unless running on embedded defaults.
-    pub jwt_secret: Option<String>,
+    #[serde(serialize_with = "expose_option")]
+    pub jwt_secret: Option<SecretString>,
     /// Orders: `embedded` runs the outbox relay inside `serve`; `off` when relays run as their
     /// own role (`bourse relay`).
     pub relay: RelayMode,
@@ -84,8 +90,9 @@ pub struct Config {
     /// Backoff between placement attempts: largest delay.
     pub order_retry_max_ms: u64,
     /// Redis (`redis://host:6379`): quota counters shared by all API replicas. Unset: each
-    /// process counts in its own memory.
-    pub redis_url: Option<String>,
+    /// process counts in its own memory. Also shares the login throttle's counts.
+    #[serde(serialize_with = "expose_option")]
+    pub redis_url: Option<SecretString>,
     /// Requests per rolling day per client address, for callers without valid credentials;
     /// 0 = unlimited.
     pub quota_anon_per_day: u64,
@@ -105,6 +112,34 @@ pub struct Config {
     pub request_log_max_bytes: u64,
     /// Rotated request logs kept (`.1` … `.N`).
     pub request_log_keep: usize,
+    /// Password hashes computed at once (each takes argon2's 19 MiB); 0: one per core.
+    pub hash_concurrency: usize,
+    /// How long a password check waits for a hashing slot before it is answered 503.
+    pub hash_wait_ms: u64,
+    /// Failed password logins (Basic, `/login`) per window for one account from one address
+    /// (0: no limit).
+    pub login_failures_per_account_address: u64,
+    /// Failed password logins per window from one address, whatever the account (0: no limit).
+    pub login_failures_per_address: u64,
+    /// Failed password logins per window for one account, whatever the address (0: no limit,
+    /// the default: it would let anyone lock an account's password logins).
+    pub login_failures_per_account: u64,
+    /// The login throttle's window, from a count's first failure (seconds).
+    pub login_window_secs: u64,
+    /// Prefix of the login throttle's keys in Redis.
+    pub login_redis_prefix: String,
+}
+
+/// Figment layers the defaults through serde: secrets are written out for it only.
+fn expose<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose_secret())
+}
+
+fn expose_option<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => expose(secret, s),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +201,13 @@ impl Default for Config {
             request_log: "apicalls.log".into(),
             request_log_max_bytes: 10 * 1024 * 1024,
             request_log_keep: 5,
+            hash_concurrency: 0,
+            hash_wait_ms: 1000,
+            login_failures_per_account_address: 10,
+            login_failures_per_address: 100,
+            login_failures_per_account: 0,
+            login_window_secs: 15 * 60,
+            login_redis_prefix: "bourse:login:".into(),
         }
     }
 }
@@ -190,15 +232,21 @@ impl Config {
         config.mqtt_url = config.mqtt_url.filter(|u| !u.trim().is_empty());
         config.mqtt_shared_group = config.mqtt_shared_group.filter(|g| !g.trim().is_empty());
         for value in [
-            &mut config.amqp_url,
             &mut config.quote_service_url,
-            &mut config.alphavantage_key,
-            &mut config.jwt_secret,
             &mut config.exchange_url,
-            &mut config.redis_url,
             &mut config.trusted_proxy_header,
         ] {
             *value = value.take().filter(|v| !v.trim().is_empty());
+        }
+        for secret in [
+            &mut config.amqp_url,
+            &mut config.alphavantage_key,
+            &mut config.jwt_secret,
+            &mut config.redis_url,
+        ] {
+            *secret = secret
+                .take()
+                .filter(|v| !v.expose_secret().trim().is_empty());
         }
         Ok(config)
     }
@@ -206,7 +254,7 @@ impl Config {
     /// True when no database was configured: the laptop default, where demo data and generated
     /// secrets are acceptable.
     pub fn database_is_default(&self) -> bool {
-        self.database_url == DEFAULT_DATABASE_URL
+        self.database_url.expose_secret() == DEFAULT_DATABASE_URL
     }
 
     pub fn demo_enabled(&self) -> bool {

@@ -14,6 +14,7 @@ use chrono::SecondsFormat;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,8 @@ pub const EVENTS_EXCHANGE: &str = "bourse.events";
 
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
-    pub url: String,
+    /// The broker's URL, with its password: a secret.
+    pub url: SecretString,
     pub exchange: String,
     /// Events read and published per round.
     pub batch: u32,
@@ -39,7 +41,7 @@ pub struct PublisherConfig {
 impl PublisherConfig {
     pub fn new(url: impl Into<String>) -> PublisherConfig {
         PublisherConfig {
-            url: url.into(),
+            url: SecretString::from(url.into()),
             exchange: EVENTS_EXCHANGE.into(),
             batch: 500,
             idle: Duration::from_millis(500),
@@ -101,7 +103,7 @@ impl EventPublisher {
             .with_connection_name("bourse-relay order events".into());
         let connection = tokio::time::timeout(
             Duration::from_secs(10),
-            Connection::connect(&self.config.url, props),
+            Connection::connect(self.config.url.expose_secret(), props),
         )
         .await
         .map_err(|_| std::io::Error::other("connection attempt timed out"))??;

@@ -2,6 +2,7 @@
 //! docs/operations.md); defaults here are the documented defaults so tests and embedded mode need
 //! nothing.
 
+use secrecy::SecretString;
 use std::time::Duration;
 
 /// Providers, cache and upstream timeouts.
@@ -12,7 +13,7 @@ pub struct QuoteConfig {
     /// `BOURSE_ALPHAVANTAGE_URL`.
     pub alphavantage_url: String,
     /// `BOURSE_ALPHAVANTAGE_KEY`; AlphaVantage's public `demo` key when unset (it answers IBM only).
-    pub alphavantage_key: String,
+    pub alphavantage_key: SecretString,
     /// `BOURSE_QUOTE_CACHE_SECS`: how long a successful answer is reused. Zero disables the cache
     /// (concurrent requests for one symbol still share one upstream call).
     pub cache_ttl: Duration,
@@ -43,8 +44,8 @@ impl Default for QuoteConfig {
 /// RabbitMQ RPC settings, shared by the server and the client side.
 #[derive(Debug, Clone)]
 pub struct AmqpConfig {
-    /// `BOURSE_AMQP_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
-    pub url: String,
+    /// `BOURSE_AMQP_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f` (a secret: its password).
+    pub url: SecretString,
     /// Request queue; `bourse.quotes` by contract, other names let tests run side by side.
     pub queue: String,
     /// Server: unacknowledged requests in flight per consumer (they are handled concurrently).
@@ -70,7 +71,7 @@ impl AmqpConfig {
     /// The contract's defaults for the given broker URL.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            url: SecretString::from(url.into()),
             queue: crate::amqp::DEFAULT_QUEUE.into(),
             queue_expires: None,
             prefetch: 64,

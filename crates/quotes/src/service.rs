@@ -55,7 +55,7 @@ impl QuoteService {
             Arc::new(AlphaVantage::new(
                 client,
                 &config.alphavantage_url,
-                &config.alphavantage_key,
+                config.alphavantage_key.clone(),
             )),
             config.cache_ttl,
             config.cache_max_entries,

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,9 +143,10 @@ async fn the_wire_contract_as_seen_by_any_amqp_client() {
     let config = common::amqp_config("wire");
     let (_fake, server) = server(&config).await;
 
-    let connection = Connection::connect(&config.url, ConnectionProperties::default())
-        .await
-        .unwrap();
+    let connection =
+        Connection::connect(config.url.expose_secret(), ConnectionProperties::default())
+            .await
+            .unwrap();
     let channel = connection.create_channel().await.unwrap();
     let reply_queue = channel
         .queue_declare(
@@ -325,9 +327,10 @@ async fn concurrent_calls(
 async fn concurrent_calls_share_messages_and_get_their_own_replies() {
     let mut config = common::amqp_config("batching");
     config.batches_in_flight = 2;
-    let connection = Connection::connect(&config.url, ConnectionProperties::default())
-        .await
-        .unwrap();
+    let connection =
+        Connection::connect(config.url.expose_secret(), ConnectionProperties::default())
+            .await
+            .unwrap();
     let channel = connection.create_channel().await.unwrap();
     let mut arguments = FieldTable::default();
     arguments.insert(
@@ -496,7 +499,7 @@ async fn the_client_reconnects_after_losing_the_broker() {
 async fn an_unreachable_broker_fails_calls_and_keeps_the_server_retrying() {
     let port = common::closed_port().await;
     let mut config = common::amqp_config("unreachable");
-    config.url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    config.url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f").into();
     let client = AmqpQuoteClient::new(config.clone());
     let started = Instant::now();
     assert_eq!(

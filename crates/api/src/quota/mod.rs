@@ -441,6 +441,14 @@ impl Quota {
         }))
     }
 
+    /// The Redis counter, whose connection other users of the same Redis share.
+    pub fn redis(&self) -> Option<&RedisCounter> {
+        match &self.backend {
+            Backend::Redis { redis, .. } => Some(redis),
+            Backend::Memory(_) => None,
+        }
+    }
+
     /// `memory` or `redis`.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {

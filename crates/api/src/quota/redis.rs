@@ -479,6 +479,20 @@ impl RedisCounter {
         })
     }
 
+    /// Runs `pipe` on this counter's connection (shared with other users of the same Redis, such
+    /// as the login throttle), with the same timeouts and reconnection.
+    pub async fn query<T: ::redis::FromRedisValue>(
+        &self,
+        pipe: &::redis::Pipeline,
+    ) -> Result<T, RedisError> {
+        let mut conn = self.shared.connection().await?;
+        let answer = pipe.query_async(&mut conn).await;
+        if let Err(e) = &answer {
+            self.shared.drop_connection_after(e);
+        }
+        answer
+    }
+
     /// Script calls made so far (each carries a batch of checks).
     pub fn calls(&self) -> u64 {
         self.shared.calls.load(Ordering::Relaxed)
@@ -534,24 +548,36 @@ impl Shared {
         }
     }
 
-    /// One script call for `entries`: the raw answer (see [`SCRIPT`]).
-    async fn call(&self, entries: &[Entry]) -> Result<Vec<i64>, RedisError> {
+    /// The shared connection, opened when there is none.
+    async fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
         let current = self
             .conn
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut conn = match current {
-            Some(conn) => conn,
+        match current {
+            Some(conn) => Ok(conn),
             None => {
                 let conn = self
                     .client
                     .get_multiplexed_async_connection_with_config(&self.config)
                     .await?;
                 *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
-                conn
+                Ok(conn)
             }
-        };
+        }
+    }
+
+    /// Forgets the connection after an error that may have broken it.
+    fn drop_connection_after(&self, e: &RedisError) {
+        if e.is_unrecoverable_error() || e.is_timeout() {
+            *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
+    /// One script call for `entries`: the raw answer (see [`SCRIPT`]).
+    async fn call(&self, entries: &[Entry]) -> Result<Vec<i64>, RedisError> {
+        let mut conn = self.connection().await?;
         let mut invocation = self.script.prepare_invoke();
         for entry in entries {
             invocation
@@ -575,9 +601,7 @@ impl Shared {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let answer: Result<Vec<i64>, RedisError> = invocation.invoke_async(&mut conn).await;
         if let Err(e) = &answer {
-            if e.is_unrecoverable_error() || e.is_timeout() {
-                *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
-            }
+            self.drop_connection_after(e);
         }
         answer
     }

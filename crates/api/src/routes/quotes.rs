@@ -2,7 +2,9 @@
 //! The quote itself comes from the quote service through [`bourse_quotes::QuoteClient`].
 
 use crate::auth::{check_password, AdminUser, AuthUser};
+use crate::caller::ClientIp;
 use crate::extract::{JsonBody, QueryParams};
+use crate::login::Scheme;
 use crate::{ApiContext, ApiError};
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -39,12 +41,15 @@ pub struct TokenView {
 
 /// Exchanges a username and password for a JWT valid for 60 minutes.
 #[utoipa::path(post, path = "/login", tag = "quotes", request_body = LoginBody,
-    responses((status = 200, body = TokenView), (status = 400), (status = 401)))]
+    responses((status = 200, body = TokenView), (status = 400), (status = 401),
+        (status = 429, description = "too many attempts for this account or address"),
+        (status = 503, description = "every password-hashing slot is busy")))]
 pub async fn login(
     State(ctx): State<ApiContext>,
+    ClientIp(addr): ClientIp,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Json<TokenView>, ApiError> {
-    let user = check_password(&ctx, &body.username, &body.password).await?;
+    let user = check_password(&ctx, Scheme::Login, addr, &body.username, &body.password).await?;
     let token = ctx.jwt.issue(user.id, &user.username)?;
     Ok(Json(TokenView { token }))
 }

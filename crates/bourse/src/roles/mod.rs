@@ -15,6 +15,7 @@ use anyhow::Context;
 use axum::routing::{get, MethodRouter};
 use bourse_store::{ConnectOptions, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -23,9 +24,10 @@ pub async fn connect(config: &Config) -> anyhow::Result<Store> {
         max_connections: config.database_max_connections,
         ..ConnectOptions::default()
     };
-    Store::connect(&config.database_url, &opts)
+    let url = config.database_url.expose_secret();
+    Store::connect(url, &opts)
         .await
-        .with_context(|| format!("cannot open the database {}", redact(&config.database_url)))
+        .with_context(|| format!("cannot open the database {}", redact(url)))
 }
 
 /// A URL without its password, for logs and errors.

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use bourse_quotes::amqp::AmqpServer;
 use bourse_quotes::QuoteClient;
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -20,10 +21,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = telemetry::init_metrics()?;
     let service: Arc<dyn QuoteClient> = Arc::new(quotes::service(&config)?);
     let shutdown = CancellationToken::new();
-    let amqp = config.amqp_url.as_deref().map(|url| {
+    let amqp = config.amqp_url.as_ref().map(|url| {
         AmqpServer::spawn(
             service.clone(),
-            quotes::amqp_config(&config, url),
+            quotes::amqp_config(&config, url.expose_secret()),
             &shutdown,
         )
     });

@@ -5,6 +5,7 @@ use anyhow::Context;
 use bourse_quotes::amqp::AmqpQuoteClient;
 use bourse_quotes::http::HttpQuoteClient;
 use bourse_quotes::{AmqpConfig, QuoteClient, QuoteConfig, QuoteService};
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
@@ -45,7 +46,10 @@ pub fn service(config: &Config) -> anyhow::Result<QuoteService> {
 pub fn client(config: &Config) -> anyhow::Result<Arc<dyn QuoteClient>> {
     if let Some(url) = &config.amqp_url {
         info!(queue = %config.quote_queue, "quotes: RabbitMQ RPC to the quote service");
-        return Ok(Arc::new(AmqpQuoteClient::new(amqp_config(config, url))));
+        return Ok(Arc::new(AmqpQuoteClient::new(amqp_config(
+            config,
+            url.expose_secret(),
+        ))));
     }
     if let Some(url) = &config.quote_service_url {
         info!(url, "quotes: HTTP to the quote service");

@@ -17,6 +17,7 @@ use bourse_orders::{
     EventPublisher, Exchange, HttpExchange, PublisherConfig, Relay, RelayConfig, SimulatedExchange,
 };
 use bourse_store::Store;
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -91,12 +92,10 @@ pub fn spawn(
     let relay = Relay::new(store.clone(), exchange(config)?, relay_config(config)?);
     let mut tasks = JoinSet::new();
     if let Some(url) = &config.amqp_url {
+        let url = url.expose_secret();
         info!(amqp = %redact(url), exchange = bourse_orders::EVENTS_EXCHANGE, "publishing order events");
-        let publisher = EventPublisher::new(
-            store.clone(),
-            PublisherConfig::new(url.clone()),
-            relay.recorded(),
-        );
+        let publisher =
+            EventPublisher::new(store.clone(), PublisherConfig::new(url), relay.recorded());
         tasks.spawn(publisher.run(shutdown.clone()));
     }
     tasks.spawn(sample_outbox(store.clone(), SAMPLE_EVERY, shutdown.clone()));
@@ -111,7 +110,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.migrate {
         store.migrate().await.context("migrations failed")?;
     }
-    info!(database = %redact(&config.database_url), engine = ?store.engine(), "database ready");
+    info!(database = %redact(config.database_url.expose_secret()), engine = ?store.engine(), "database ready");
 
     let shutdown = CancellationToken::new();
     let mut tasks = spawn(&config, &store, &shutdown)?;

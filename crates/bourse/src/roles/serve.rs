@@ -12,6 +12,9 @@ use crate::telemetry;
 use anyhow::Context;
 use bourse_api::caller::ClientAddrSource;
 use bourse_api::jwt::JwtKeys;
+use bourse_api::login::{Logins, ThrottleConfig};
+use bourse_api::password::Hashing;
+use bourse_api::quota::redis::RedisCounter;
 use bourse_api::quota::{Quota, QuotaConfig, DAY};
 use bourse_api::request_log::{RequestLog, RequestLogConfig, RequestLogWriter};
 use bourse_api::{ApiContext, Readiness, Services, Traffic};
@@ -20,6 +23,7 @@ use bourse_feed::mqtt::{self, MqttConfig, MqttUrl};
 use bourse_feed::streamer::{self, StreamerConfig};
 use bourse_store::users::{NewUser, Role};
 use bourse_store::Store;
+use secrecy::ExposeSecret;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -36,17 +40,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     bourse_orders::metrics::describe();
     bourse_api::quota::describe();
     bourse_api::request_log::describe();
+    bourse_api::login::describe();
 
     let jwt = jwt_keys(&config)?;
     let (traffic, request_log_writer) = traffic(&config)?;
+    let logins = logins(&config, &traffic)?;
     let quote_client = quotes::client(&config)?;
     let store = connect(&config).await?;
     if config.migrate {
         store.migrate().await.context("migrations failed")?;
     }
-    info!(database = %redact(&config.database_url), engine = ?store.engine(), "database ready");
+    info!(database = %redact(config.database_url.expose_secret()), engine = ?store.engine(), "database ready");
+    let listener = listen(&config, DEFAULT_ADDR).await?;
     if config.demo_enabled() {
-        seed_demo(&store).await?;
+        let loopback = listener.local_addr()?.ip().is_loopback();
+        seed_demo(&store, config.database_is_default() && loopback).await?;
     }
 
     let shutdown = CancellationToken::new();
@@ -127,6 +135,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             jwt,
             quotes: quote_client,
             traffic,
+            logins,
         },
     );
     // Cached time series of a symbol are dropped when one of its ticks commits here.
@@ -135,7 +144,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ctx.events.subscribe(),
         shutdown.clone(),
     );
-    let listener = listen(&config, DEFAULT_ADDR).await?;
     info!(addr = %listener.local_addr()?, "bourse serve listening");
     cancel_on_signal(&shutdown);
     let quota = ctx.quota.clone();
@@ -197,7 +205,10 @@ fn traffic(config: &Config) -> anyhow::Result<(Traffic, Option<RequestLogWriter>
         anonymous: config.quota_anon_per_day,
         user: config.quota_user_per_day,
         window: DAY,
-        redis_url: config.redis_url.clone(),
+        redis_url: config
+            .redis_url
+            .as_ref()
+            .map(|url| url.expose_secret().to_owned()),
         redis_prefix: config.quota_redis_prefix.clone(),
         reservations: config.quota_reservations,
     })
@@ -207,7 +218,7 @@ fn traffic(config: &Config) -> anyhow::Result<(Traffic, Option<RequestLogWriter>
             anonymous = config.quota_anon_per_day,
             user = config.quota_user_per_day,
             counters = quota.backend_name(),
-            redis = %config.redis_url.as_deref().map(redact).unwrap_or_default(),
+            redis = %config.redis_url.as_ref().map(|url| redact(url.expose_secret())).unwrap_or_default(),
             client_address = client_addr.trusted_header().map_or("socket", |h| h.as_str()),
             "quotas per rolling day (0 = unlimited)"
         ),
@@ -238,11 +249,47 @@ fn traffic(config: &Config) -> anyhow::Result<(Traffic, Option<RequestLogWriter>
     ))
 }
 
+/// The password checks: bounded hashing, and the throttle, whose counts live in Redis when one is
+/// configured (on the quota's connection when quotas use it).
+fn logins(config: &Config, traffic: &Traffic) -> anyhow::Result<Logins> {
+    let redis = match (
+        traffic.quota.as_ref().and_then(Quota::redis),
+        &config.redis_url,
+    ) {
+        (Some(shared), _) => Some(shared.clone()),
+        (None, Some(url)) => {
+            Some(RedisCounter::connect(url.expose_secret()).context("invalid BOURSE_REDIS_URL")?)
+        }
+        (None, None) => None,
+    };
+    let throttle = ThrottleConfig {
+        per_account_address: config.login_failures_per_account_address,
+        per_address: config.login_failures_per_address,
+        per_account: config.login_failures_per_account,
+        window: Duration::from_secs(config.login_window_secs.max(1)),
+        redis_prefix: config.login_redis_prefix.clone(),
+    };
+    info!(
+        per_account_address = throttle.per_account_address,
+        per_address = throttle.per_address,
+        per_account = throttle.per_account,
+        window_secs = throttle.window.as_secs(),
+        counts = if redis.is_some() { "redis" } else { "memory" },
+        "login throttle: failed password logins per window (0 = unlimited)"
+    );
+    let hashing = Hashing::new(
+        config.hash_concurrency,
+        Duration::from_millis(config.hash_wait_ms),
+    );
+    Ok(Logins::new(hashing, throttle, redis))
+}
+
 /// The JWT secret must be set outside the embedded default; there, a random one is generated
 /// (tokens then do not survive a restart, which is fine on a laptop).
 fn jwt_keys(config: &Config) -> anyhow::Result<JwtKeys> {
     match &config.jwt_secret {
         Some(secret) => {
+            let secret = secret.expose_secret();
             anyhow::ensure!(
                 secret.len() >= 16,
                 "BOURSE_JWT_SECRET must have at least 16 characters"
@@ -260,14 +307,21 @@ fn jwt_keys(config: &Config) -> anyhow::Result<JwtKeys> {
     }
 }
 
-/// Demo users for the embedded default, created only in an empty users table.
-async fn seed_demo(store: &Store) -> anyhow::Result<()> {
+/// Demo data; and the demo users, with their well-known passwords, only for the embedded
+/// default listening on loopback (`users`), in an empty users table. Beyond loopback there are
+/// none: a printed random password would sit in the container's log, and `POST /register`
+/// (an API key) or `bourse user create` serve instead.
+async fn seed_demo(store: &Store, users: bool) -> anyhow::Result<()> {
     let bars = super::demo_bars::seed(store, chrono::Utc::now().date_naive()).await?;
     if bars > 0 {
         warn!(
             bars,
             "demo mode: seeded synthetic daily bars for CIB, Edita and Hamada Inc"
         );
+    }
+    if !users {
+        warn!("demo mode: no demo users (the API listens beyond loopback, or a database is configured); create one with `bourse user create`");
+        return Ok(());
     }
     if store.count_users().await? > 0 {
         return Ok(());

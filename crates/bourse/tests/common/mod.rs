@@ -6,6 +6,7 @@
 use bourse_store::testing::TestDb;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,8 @@ pub struct ServeSpec {
     pub topic: Option<String>,
     pub client_id: String,
     pub extra_env: Vec<(String, String)>,
+    /// Where the server's output goes (stdout and stderr); unset: stderr shows in the test's.
+    pub output: Option<PathBuf>,
 }
 
 impl ServeSpec {
@@ -65,6 +68,7 @@ impl ServeSpec {
             topic: Some(unique("test-trading")),
             client_id: unique("bourse-test"),
             extra_env: Vec::new(),
+            output: None,
         }
     }
 
@@ -75,6 +79,7 @@ impl ServeSpec {
             topic: None,
             client_id: unique("bourse-test"),
             extra_env: Vec::new(),
+            output: None,
         }
     }
 
@@ -117,21 +122,46 @@ impl Server {
             env.push(("BOURSE_MQTT_TOPIC".into(), topic.clone()));
         }
         env.extend(spec.extra_env.iter().cloned());
-        Server::start_role("serve", &env).await
+        let options = RoleOptions {
+            output: spec.output.clone(),
+            ..RoleOptions::default()
+        };
+        Server::start_role_with("serve", &env, &options).await
     }
 
     /// Starts any role of the binary on a free port with `env` (and nothing else from the
     /// environment but PATH), and waits for its `/readyz`.
     pub async fn start_role(role: &str, env: &[(String, String)]) -> Server {
+        Server::start_role_with(role, env, &RoleOptions::default()).await
+    }
+
+    /// [`Server::start_role`] with its output kept, in another directory, or on another host.
+    pub async fn start_role_with(
+        role: &str,
+        env: &[(String, String)],
+        options: &RoleOptions,
+    ) -> Server {
         let port = free_port();
         let mut cmd = Command::new(bin());
+        let host = options.host.as_deref().unwrap_or("127.0.0.1");
         cmd.arg(role)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("BOURSE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("BOURSE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .env("BOURSE_HTTP_ADDR", format!("{host}:{port}"))
+            .env("BOURSE_LOG", "warn");
+        match &options.output {
+            Some(path) => {
+                let file = std::fs::File::create(path).expect("create the output file");
+                cmd.stdout(file.try_clone().expect("output file"))
+                    .stderr(file);
+            }
+            None => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+            }
+        }
+        if let Some(dir) = &options.dir {
+            cmd.current_dir(dir);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -281,6 +311,17 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// How [`Server::start_role_with`] runs a role besides its environment.
+#[derive(Default, Clone)]
+pub struct RoleOptions {
+    /// Stdout and stderr go to this file.
+    pub output: Option<PathBuf>,
+    /// Working directory (the embedded SQLite file lands there).
+    pub dir: Option<PathBuf>,
+    /// The listening host; `127.0.0.1` unless set (the tests still connect to 127.0.0.1).
+    pub host: Option<String>,
 }
 
 impl Drop for Server {

@@ -19,6 +19,7 @@ use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Consumer};
+use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -323,7 +324,7 @@ impl Rpc {
 /// Connects, enables publisher confirms and starts consuming replies.
 async fn open(config: &AmqpConfig) -> Result<Link, QuoteError> {
     let name = format!("bourse-quote-client {}", config.queue);
-    let connection = Connection::connect(&config.url, properties(name))
+    let connection = Connection::connect(config.url.expose_secret(), properties(name))
         .await
         .map_err(|e| broker_error("connect", e))?;
     let channel = connection

@@ -14,6 +14,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -114,7 +115,7 @@ async fn serve_once(
     backoff: &mut Duration,
 ) -> Result<(), lapin::Error> {
     let name = format!("bourse-quote-service {}", config.queue);
-    let connect = Connection::connect(&config.url, properties(name));
+    let connect = Connection::connect(config.url.expose_secret(), properties(name));
     let connection = tokio::select! {
         _ = token.cancelled() => return Ok(()),
         c = tokio::time::timeout(CONNECT_TIMEOUT, connect) => match c {

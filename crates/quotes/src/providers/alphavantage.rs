@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bourse_domain::money::parse_decimal;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
 use super::{encode_query_value, fetch_text, snippet, DailyProvider};
@@ -19,15 +20,15 @@ const PROVIDER: &str = "alphavantage";
 pub struct AlphaVantage {
     client: reqwest::Client,
     base_url: String,
-    api_key: String,
+    api_key: SecretString,
 }
 
 impl AlphaVantage {
-    pub fn new(client: reqwest::Client, base_url: &str, api_key: &str) -> Self {
+    pub fn new(client: reqwest::Client, base_url: &str, api_key: SecretString) -> Self {
         Self {
             client,
             base_url: base_url.trim_end_matches('/').to_owned(),
-            api_key: api_key.to_owned(),
+            api_key,
         }
     }
 
@@ -37,7 +38,7 @@ impl AlphaVantage {
             "{}/query?function=TIME_SERIES_DAILY&symbol={}&apikey={}",
             self.base_url,
             encode_query_value(&symbol.to_ascii_uppercase()),
-            encode_query_value(&self.api_key)
+            encode_query_value(self.api_key.expose_secret())
         )
     }
 }
@@ -229,7 +230,7 @@ mod tests {
 
     #[test]
     fn url_encodes_symbol_and_key() {
-        let av = AlphaVantage::new(reqwest::Client::new(), "http://x/", "k&y");
+        let av = AlphaVantage::new(reqwest::Client::new(), "http://x/", "k&y".into());
         assert_eq!(
             av.url("ibm"),
             "http://x/query?function=TIME_SERIES_DAILY&symbol=IBM&apikey=k%26y"

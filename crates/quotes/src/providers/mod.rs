@@ -60,13 +60,13 @@ pub(crate) async fn fetch_text(
         .get(url)
         .send()
         .await
-        .map_err(|e| transport_error(provider, &e))?;
+        .map_err(|e| transport_error(provider, e))?;
     let status = response.status();
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| transport_error(provider, &e))?
+        .map_err(|e| transport_error(provider, e))?
     {
         if body.len() + chunk.len() > MAX_BODY_BYTES {
             tracing::warn!(provider, "upstream body larger than {MAX_BODY_BYTES} bytes");
@@ -93,8 +93,10 @@ pub(crate) async fn fetch_text(
 }
 
 /// Maps a reqwest failure: timeouts (connect or total) → `timeout`, unreachable → `unavailable`,
-/// anything else (broken body, redirect loop) → `bad_upstream`.
-pub(crate) fn transport_error(provider: &'static str, error: &reqwest::Error) -> QuoteError {
+/// anything else (broken body, redirect loop) → `bad_upstream`. The error is logged without its
+/// URL, which carries AlphaVantage's API key.
+pub(crate) fn transport_error(provider: &'static str, error: reqwest::Error) -> QuoteError {
+    let error = error.without_url();
     tracing::warn!(provider, error = ?error, "upstream request failed");
     if error.is_timeout() {
         QuoteError::Timeout(format!("{provider} did not answer in time"))
