@@ -69,7 +69,7 @@ impl FromRequestParts<ApiContext> for AuthUser {
             Some(Credential::Absent) => None,
             Some(&Credential::Refused { busy, retry_after }) => {
                 return Err(if busy {
-                    ApiError::Busy { retry_after }
+                    ApiError::hashing_busy(retry_after)
                 } else {
                     ApiError::Throttled { retry_after }
                 })
@@ -120,7 +120,7 @@ pub async fn resolve(parts: &Parts, ctx: &ApiContext) -> Credential {
             busy: false,
             retry_after,
         },
-        Err(ApiError::Busy { retry_after }) => Credential::Refused {
+        Err(ApiError::Busy { retry_after, .. }) => Credential::Refused {
             busy: true,
             retry_after,
         },

@@ -4,18 +4,26 @@
 //! replica shows a committed price within 100 ms" (ticks may be committed by another replica, so
 //! local invalidation alone could not promise that) while turning thousands of identical reads
 //! per second into a handful of queries.
+//!
+//! Stocks by id are kept in a [`moka`] cache bounded by bytes (`BOURSE_STOCK_CACHE_BYTES`):
+//! requests for random ids evict the least useful entries, never the whole cache, and concurrent
+//! misses of one id share one query.
 
+use crate::ApiError;
 use bourse_store::feed::{StockDetail, StockRow};
-use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 type Entry<T> = (Instant, Arc<T>);
 
+type Detail = Arc<Option<StockDetail>>;
+
 pub struct StockCache {
     ttl: Duration,
-    details: RwLock<HashMap<Uuid, Entry<Option<StockDetail>>>>,
+    /// `None` when the TTL is zero (no cache).
+    details: Option<moka::future::Cache<Uuid, Detail>>,
     list: Slot<Vec<StockRow>>,
     /// The list with each stock's analysis (`GET /stocks?include=technical_analysis`).
     detailed_list: Slot<Vec<StockDetail>>,
@@ -53,40 +61,36 @@ impl<T> Slot<T> {
     }
 }
 
-/// Bound on cached ids, so that requests for random ids cannot grow memory without limit.
-const MAX_ENTRIES: usize = 100_000;
-
 impl StockCache {
-    pub fn new(ttl: Duration) -> StockCache {
+    pub fn new(ttl: Duration, max_bytes: u64) -> StockCache {
+        let details = (!ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_, detail: &Detail| weight(detail))
+                .time_to_live(ttl)
+                .build()
+        });
         StockCache {
             ttl,
-            details: RwLock::new(HashMap::new()),
+            details,
             list: Slot::new(),
             detailed_list: Slot::new(),
         }
     }
 
-    fn fresh<T>(&self, entry: &Entry<T>) -> Option<Arc<T>> {
-        (entry.0.elapsed() < self.ttl).then(|| entry.1.clone())
-    }
-
-    pub fn detail(&self, id: Uuid) -> Option<Arc<Option<StockDetail>>> {
-        let map = self.details.read().ok()?;
-        map.get(&id).and_then(|e| self.fresh(e))
-    }
-
-    pub fn put_detail(&self, id: Uuid, value: Option<StockDetail>) -> Arc<Option<StockDetail>> {
-        let value = Arc::new(value);
-        if self.ttl.is_zero() {
-            return value;
-        }
-        if let Ok(mut map) = self.details.write() {
-            if map.len() >= MAX_ENTRIES {
-                map.clear();
-            }
-            map.insert(id, (Instant::now(), value.clone()));
-        }
-        value
+    /// The stock `id` (`None`: no such stock) from the cache, else from `load`, shared by the
+    /// concurrent callers for that id. Errors are not cached.
+    pub async fn detail<F>(&self, id: Uuid, load: F) -> Result<Detail, ApiError>
+    where
+        F: Future<Output = Result<Option<StockDetail>, ApiError>>,
+    {
+        let Some(details) = &self.details else {
+            return load.await.map(Arc::new);
+        };
+        details
+            .try_get_with(id, async move { load.await.map(Arc::new) })
+            .await
+            .map_err(ApiError::shared)
     }
 
     pub fn list(&self) -> Option<Arc<Vec<StockRow>>> {
@@ -106,11 +110,17 @@ impl StockCache {
     }
 
     /// Forgets a stock after a local write, so its writer reads its own write at once.
-    pub fn invalidate(&self, id: Uuid) {
-        if let Ok(mut map) = self.details.write() {
-            map.remove(&id);
+    pub async fn invalidate(&self, id: Uuid) {
+        if let Some(details) = &self.details {
+            details.invalidate(&id).await;
         }
         self.list.clear();
         self.detailed_list.clear();
     }
+}
+
+/// Approximate bytes of a cached stock: the entry, its name and its analysis.
+fn weight(detail: &Detail) -> u32 {
+    let name = detail.as_ref().as_ref().map_or(0, |d| d.stock.name.len());
+    (std::mem::size_of::<Uuid>() + std::mem::size_of::<Option<StockDetail>>() + name) as u32
 }

@@ -30,13 +30,14 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Over a bound (connections, event streams, password-hashing slots): 503 with `Retry-After`
+    /// (seconds).
+    #[error("{message}")]
+    Busy { message: String, retry_after: u64 },
     /// A quota is used up: 429 with `Retry-After` (seconds) and the DRF throttle's text, also as
     /// `detail`.
     #[error("Request was throttled. Expected available in {retry_after} seconds.")]
     Throttled { retry_after: u64 },
-    /// Every password-hashing slot stayed busy: 503 with `Retry-After` (seconds).
-    #[error("too many password checks at once; retry shortly")]
-    Busy { retry_after: u64 },
     /// A dependency (quote provider, exchange) failed; `status` is 4xx/5xx as docs/api.md maps it.
     #[error("{message}")]
     Upstream {
@@ -67,9 +68,59 @@ impl From<ValidationErrors> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The error of a load shared by several requests (a cache's single flight): each of them
+    /// answers the same; an internal error's cause is logged by whoever sends it.
+    pub fn shared(e: std::sync::Arc<ApiError>) -> ApiError {
+        std::sync::Arc::try_unwrap(e).unwrap_or_else(|e| match e.as_ref() {
+            ApiError::BadRequest(m) => ApiError::BadRequest(m.clone()),
+            ApiError::Unauthorized => ApiError::Unauthorized,
+            ApiError::BadCredentials => ApiError::BadCredentials,
+            ApiError::Forbidden => ApiError::Forbidden,
+            ApiError::NotFound(m) => ApiError::NotFound(m.clone()),
+            ApiError::StockNotFound => ApiError::StockNotFound,
+            ApiError::Validation(v) => ApiError::Validation(v.clone()),
+            ApiError::Conflict(m) => ApiError::Conflict(m.clone()),
+            ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
+            ApiError::Busy {
+                message,
+                retry_after,
+            } => ApiError::Busy {
+                message: message.clone(),
+                retry_after: *retry_after,
+            },
+            ApiError::Throttled { retry_after } => ApiError::Throttled {
+                retry_after: *retry_after,
+            },
+            ApiError::Upstream {
+                status,
+                code,
+                message,
+            } => ApiError::Upstream {
+                status: *status,
+                code,
+                message: message.clone(),
+            },
+            ApiError::OrderNotPlaced(_) | ApiError::Internal(_) => {
+                ApiError::Internal(anyhow::anyhow!("{e}"))
+            }
+        })
+    }
+}
+
 /// The `WWW-Authenticate` challenge: every scheme bourse accepts.
 pub const CHALLENGE: &str =
     "Basic realm=\"bourse\", Bearer realm=\"bourse\", Token realm=\"bourse\"";
+
+impl ApiError {
+    /// Every password-hashing slot stayed busy for the whole wait.
+    pub fn hashing_busy(retry_after: u64) -> ApiError {
+        ApiError::Busy {
+            message: "too many password checks at once; retry shortly".into(),
+            retry_after,
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -97,6 +148,10 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "message": m })),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "message": m })),
+            ApiError::Busy { message, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "message": message }),
+            ),
             ApiError::Throttled { .. } => {
                 let m = self.to_string();
                 (
@@ -104,10 +159,6 @@ impl IntoResponse for ApiError {
                     json!({ "message": m, "detail": m }),
                 )
             }
-            ApiError::Busy { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "message": self.to_string() }),
-            ),
             ApiError::Upstream {
                 status,
                 code,
@@ -135,7 +186,7 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(CHALLENGE),
             );
         }
-        if let ApiError::Throttled { retry_after } | ApiError::Busy { retry_after } = self {
+        if let ApiError::Throttled { retry_after } | ApiError::Busy { retry_after, .. } = self {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));

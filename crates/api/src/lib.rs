@@ -33,16 +33,16 @@ pub mod quota;
 pub mod request_log;
 pub mod routes;
 pub mod series_cache;
+pub mod server;
 pub mod state;
+pub mod timeout;
 
 pub use error::ApiError;
-pub use state::{ApiContext, Readiness, Services, Traffic};
+pub use state::{ApiContext, Limits, Readiness, Services, Traffic};
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
-use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 /// Largest request body accepted: API bodies are small JSON documents.
@@ -68,9 +68,9 @@ pub fn app(ctx: ApiContext) -> Router {
     }
     router
         .layer(axum::middleware::from_fn(http_metrics::track))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            timeout::bound,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(error::panic_response))

@@ -12,53 +12,71 @@
 //! compute (a year of minute bars) is kept for as long as it took, at most [`MAX_KEEP`]: it was
 //! that old when it was sent anyway, and recomputing it back to back would only load the
 //! database.
+//!
+//! The answers are kept in a [`moka`] cache bounded by bytes (`BOURSE_SERIES_CACHE_BYTES`, each
+//! answer weighs its body): when full, the least useful answers are evicted, never the whole
+//! cache. Invalidating a symbol moves it to a new generation, part of every key, so answers
+//! computed before (even those still loading) are never served again and age out.
 
 use crate::ApiError;
 use axum::body::Bytes;
 use bourse_feed::FeedEvent;
+use moka::Expiry;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-/// Bound on cached responses over all symbols; reaching it empties the cache.
-const MAX_ENTRIES: usize = 10_000;
 /// Larger bodies (huge raw ranges) are served but not kept.
 const MAX_BODY: usize = 4 * 1024 * 1024;
 /// Longest time an answer is kept, however long it took to compute.
 pub const MAX_KEEP: Duration = Duration::from_secs(5);
 
+/// (symbol and query, the symbol's generation).
+type Key = (String, u64);
+
+#[derive(Clone)]
 struct Entry {
     body: Bytes,
-    expires: Instant,
+    keep: Duration,
 }
 
-/// An answer, or the load in flight that will produce it.
-struct Slot {
-    body: OnceCell<Entry>,
-}
+/// Each answer lives as long as it decided when it was computed.
+struct KeepFor;
 
-type Slots = HashMap<String, Arc<Slot>>;
+impl Expiry<Key, Entry> for KeepFor {
+    fn expire_after_create(&self, _: &Key, entry: &Entry, _: Instant) -> Option<Duration> {
+        Some(entry.keep)
+    }
+}
 
 pub struct SeriesCache {
     ttl: Duration,
-    /// symbol -> query key -> slot.
-    symbols: RwLock<HashMap<String, Slots>>,
+    answers: moka::future::Cache<Key, Entry>,
+    /// Generation of each symbol that was ever invalidated (symbols of committed ticks).
+    generations: RwLock<HashMap<String, AtomicU64>>,
 }
 
 impl SeriesCache {
-    pub fn new(ttl: Duration) -> SeriesCache {
+    pub fn new(ttl: Duration, max_bytes: u64) -> SeriesCache {
         SeriesCache {
             ttl,
-            symbols: RwLock::new(HashMap::new()),
+            answers: moka::future::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|key: &Key, entry: &Entry| {
+                    u32::try_from(entry.body.len() + key.0.len() + 64).unwrap_or(u32::MAX)
+                })
+                .expire_after(KeepFor)
+                .build(),
+            generations: RwLock::new(HashMap::new()),
         }
     }
 
     /// The cached body for (`symbol`, `key`), or the result of `load` (then cached when it
-    /// succeeded). Errors are never cached.
+    /// succeeded), shared by the concurrent callers of that key. Errors are never cached.
     pub async fn get_or_load<F, Fut>(
         &self,
         symbol: &str,
@@ -72,88 +90,56 @@ impl SeriesCache {
         if self.ttl.is_zero() {
             return load().await;
         }
-        let slot = self.slot(symbol, key);
+        let key = (format!("{symbol}\0{key}"), self.generation(symbol));
         let ttl = self.ttl;
-        let entry = slot
-            .body
-            .get_or_try_init(|| async move {
+        let entry = self
+            .answers
+            .try_get_with_by_ref(&key, async move {
                 let started = Instant::now();
                 let body = load().await?;
                 let keep = ttl.max(started.elapsed()).min(MAX_KEEP.max(ttl));
-                Ok::<_, ApiError>(Entry {
-                    body,
-                    expires: Instant::now() + keep,
-                })
+                Ok::<_, ApiError>(Entry { body, keep })
             })
-            .await?;
-        let body = entry.body.clone();
-        if body.len() > MAX_BODY {
-            self.forget(symbol, key, &slot);
+            .await
+            .map_err(ApiError::shared)?;
+        if entry.body.len() > MAX_BODY {
+            self.answers.invalidate(&key).await;
         }
-        Ok(body)
+        Ok(entry.body)
     }
 
-    /// A load in flight is joined; a failed one (never filled) is retried by whoever joins it.
-    fn fresh(&self, slot: &Slot) -> bool {
-        slot.body.get().is_none_or(|e| Instant::now() < e.expires)
-    }
-
-    fn slot(&self, symbol: &str, key: &str) -> Arc<Slot> {
-        if let Ok(map) = self.symbols.read() {
-            if let Some(slot) = map.get(symbol).and_then(|s| s.get(key)) {
-                if self.fresh(slot) {
-                    return slot.clone();
-                }
-            }
-        }
-        let new = Arc::new(Slot {
-            body: OnceCell::new(),
-        });
-        let Ok(mut map) = self.symbols.write() else {
-            return new;
-        };
-        if let Some(slot) = map.get(symbol).and_then(|s| s.get(key)) {
-            if self.fresh(slot) {
-                return slot.clone();
-            }
-        }
-        if map.values().map(HashMap::len).sum::<usize>() >= MAX_ENTRIES {
-            map.clear();
-        }
-        map.entry(symbol.to_string())
-            .or_default()
-            .insert(key.to_string(), new.clone());
-        new
-    }
-
-    fn forget(&self, symbol: &str, key: &str, slot: &Arc<Slot>) {
-        if let Ok(mut map) = self.symbols.write() {
-            if let Some(slots) = map.get_mut(symbol) {
-                if slots.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
-                    slots.remove(key);
-                }
-            }
-        }
+    fn generation(&self, symbol: &str) -> u64 {
+        self.generations
+            .read()
+            .ok()
+            .and_then(|g| g.get(symbol).map(|n| n.load(Ordering::Acquire)))
+            .unwrap_or(0)
     }
 
     /// Drops every cached response of `symbol`.
     pub fn invalidate(&self, symbol: &str) {
-        let cached = self
-            .symbols
-            .read()
-            .map(|m| m.contains_key(symbol))
-            .unwrap_or(true);
-        if cached {
-            if let Ok(mut map) = self.symbols.write() {
-                map.remove(symbol);
+        if let Ok(generations) = self.generations.read() {
+            if let Some(n) = generations.get(symbol) {
+                n.fetch_add(1, Ordering::AcqRel);
+                return;
             }
+        }
+        if let Ok(mut generations) = self.generations.write() {
+            generations
+                .entry(symbol.to_string())
+                .or_insert_with(|| AtomicU64::new(0))
+                .fetch_add(1, Ordering::AcqRel);
         }
     }
 
     pub fn clear(&self) {
-        if let Ok(mut map) = self.symbols.write() {
-            map.clear();
-        }
+        self.answers.invalidate_all();
+    }
+
+    /// Bytes held by the cached answers (after pending evictions ran).
+    pub async fn weight(&self) -> u64 {
+        self.answers.run_pending_tasks().await;
+        self.answers.weighted_size()
     }
 }
 
@@ -188,7 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn hits_share_one_load_and_invalidation_drops_them() {
-        let cache = SeriesCache::new(Duration::from_secs(60));
+        let cache = SeriesCache::new(Duration::from_secs(60), 1 << 20);
         let loads = AtomicUsize::new(0);
         let load = || async {
             loads.fetch_add(1, Ordering::SeqCst);
@@ -209,7 +195,7 @@ mod tests {
 
     #[tokio::test]
     async fn slow_answers_are_kept_as_long_as_they_took() {
-        let cache = SeriesCache::new(Duration::from_millis(1));
+        let cache = SeriesCache::new(Duration::from_millis(1), 1 << 20);
         let loads = AtomicUsize::new(0);
         let slow = || async {
             loads.fetch_add(1, Ordering::SeqCst);
@@ -237,7 +223,7 @@ mod tests {
 
     #[tokio::test]
     async fn errors_are_not_cached_and_zero_ttl_disables() {
-        let cache = SeriesCache::new(Duration::from_secs(60));
+        let cache = SeriesCache::new(Duration::from_secs(60), 1 << 20);
         let r = cache
             .get_or_load("X", "k", || async {
                 Err::<Bytes, _>(ApiError::NotFound("no".into()))
@@ -249,7 +235,7 @@ mod tests {
             .await;
         assert_eq!(&r.unwrap()[..], b"1");
 
-        let off = SeriesCache::new(Duration::ZERO);
+        let off = SeriesCache::new(Duration::ZERO, 1 << 20);
         let loads = AtomicUsize::new(0);
         for _ in 0..2 {
             off.get_or_load("X", "k", || async {

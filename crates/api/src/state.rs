@@ -17,7 +17,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Readiness of the dependencies that are not the database (which is pinged on demand).
@@ -71,6 +71,36 @@ pub struct Shared {
     pub quota: Option<Arc<Quota>>,
     /// The request log; `None` when off.
     pub request_log: Option<RequestLog>,
+    /// One permit per event stream (SSE) that may be open at once.
+    pub streams: Arc<Semaphore>,
+    /// Longest a request may run before it is answered with a timeout.
+    pub request_timeout: Duration,
+}
+
+/// Bounds on the API's memory and time, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long hot reads may be served from memory; zero turns the read caches off.
+    pub read_cache_ttl: Duration,
+    /// Memory the cached stocks may take, in bytes (approximate: their serialised size).
+    pub stock_cache_bytes: u64,
+    /// Memory the cached time-series answers may take, in bytes.
+    pub series_cache_bytes: u64,
+    /// Event streams (SSE) open at once; more are answered 503.
+    pub max_streams: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            read_cache_ttl: Duration::from_millis(50),
+            stock_cache_bytes: 16 << 20,
+            series_cache_bytes: 64 << 20,
+            max_streams: 1000,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// What the API needs from the outside besides the store.
@@ -97,15 +127,21 @@ impl ApiContext {
         readiness: Readiness,
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
-        read_cache_ttl: Duration,
+        limits: Limits,
         services: Services,
     ) -> ApiContext {
         ApiContext(Arc::new(Shared {
             history: store.history_writer(),
             store,
             events,
-            stocks: Arc::new(StockCache::new(read_cache_ttl)),
-            series: Arc::new(SeriesCache::new(read_cache_ttl)),
+            stocks: Arc::new(StockCache::new(
+                limits.read_cache_ttl,
+                limits.stock_cache_bytes,
+            )),
+            series: Arc::new(SeriesCache::new(
+                limits.read_cache_ttl,
+                limits.series_cache_bytes,
+            )),
             credentials: Arc::new(CredentialCache::new(Duration::from_secs(60))),
             logins: services.logins,
             readiness,
@@ -116,6 +152,8 @@ impl ApiContext {
             client_addr: Arc::new(services.traffic.client_addr),
             quota: services.traffic.quota.map(Arc::new),
             request_log: services.traffic.request_log,
+            streams: Arc::new(Semaphore::new(limits.max_streams)),
+            request_timeout: limits.request_timeout,
         }))
     }
 }

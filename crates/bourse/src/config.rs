@@ -7,6 +7,7 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 use std::path::Path;
+use std::time::Duration;
 
 /// The embedded default database: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://bourse.db";
@@ -128,6 +129,26 @@ pub struct Config {
     pub login_window_secs: u64,
     /// Prefix of the login throttle's keys in Redis.
     pub login_redis_prefix: String,
+    /// HTTP: a request's head must arrive within this many seconds of the connection's opening
+    /// or of the previous response (so idle keep-alive connections close after it too).
+    pub http_header_timeout_secs: u64,
+    /// HTTP: a connection on which no byte moves for this many seconds is closed (0: never).
+    pub http_idle_timeout_secs: u64,
+    /// HTTP: connections served at once per process; beyond, 503 (health is still answered).
+    pub http_max_connections: usize,
+    /// Event streams (`GET /stocks/stream`) open at once per process; beyond, 503.
+    pub http_max_streams: usize,
+    /// A request still running after this many seconds is answered with a timeout.
+    pub request_timeout_secs: u64,
+    /// Memory of the cached stocks (`GET /stocks/{id}`), in bytes.
+    pub stock_cache_bytes: u64,
+    /// Memory of the cached time-series and indicator answers, in bytes.
+    pub series_cache_bytes: u64,
+    /// Memory of the quote service's cached answers, per provider, in bytes.
+    pub quote_cache_bytes: u64,
+    /// Quote requests in one RabbitMQ message: the most the API's client sends, and the most
+    /// the quote service answers (a larger or unknown message is refused, no upstream call).
+    pub quote_max_batch: usize,
 }
 
 /// Figment layers the defaults through serde: secrets are written out for it only.
@@ -208,6 +229,15 @@ impl Default for Config {
             login_failures_per_account: 0,
             login_window_secs: 15 * 60,
             login_redis_prefix: "bourse:login:".into(),
+            http_header_timeout_secs: 30,
+            http_idle_timeout_secs: 60,
+            http_max_connections: 4096,
+            http_max_streams: 1000,
+            request_timeout_secs: 30,
+            stock_cache_bytes: 16 << 20,
+            series_cache_bytes: 64 << 20,
+            quote_cache_bytes: 8 << 20,
+            quote_max_batch: 32,
         }
     }
 }
@@ -259,6 +289,26 @@ impl Config {
 
     pub fn demo_enabled(&self) -> bool {
         self.demo.unwrap_or_else(|| self.database_is_default())
+    }
+
+    /// The HTTP server's connection bounds.
+    pub fn http_limits(&self) -> bourse_api::server::HttpLimits {
+        bourse_api::server::HttpLimits {
+            header_timeout: Duration::from_secs(self.http_header_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(self.http_idle_timeout_secs),
+            max_connections: self.http_max_connections.max(1),
+        }
+    }
+
+    /// The API's memory and time bounds.
+    pub fn api_limits(&self) -> bourse_api::Limits {
+        bourse_api::Limits {
+            read_cache_ttl: Duration::from_millis(self.read_cache_ms),
+            stock_cache_bytes: self.stock_cache_bytes,
+            series_cache_bytes: self.series_cache_bytes,
+            max_streams: self.http_max_streams,
+            request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+        }
     }
 
     pub fn mqtt_client_id(&self) -> String {

@@ -1,16 +1,20 @@
 //! A per-key cache of successful answers with single flight: while one upstream call for a key
 //! is running, every other caller for that key waits for it instead of calling upstream too.
 //!
+//! Answers are kept in a [`moka`] cache bounded by bytes (each answer weighs its JSON size) with
+//! the TTL as lifetime; when full it evicts the least useful entries, never all of them.
+//!
 //! The upstream call runs in its own task, so a caller that gives up (client timeout, dropped
 //! connection) neither cancels it for the others nor leaves a stale in-flight entry behind: the
-//! task itself stores the answer and clears the entry.
+//! task itself stores the answer and clears the entry. (moka's own `get_with` would let the next
+//! waiter start a second call when the first caller goes away, hence the flights here.)
 
 use futures::future::{BoxFuture, FutureExt, Shared};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio::time::Instant;
 
 use crate::QuoteError;
 
@@ -25,26 +29,29 @@ pub(crate) enum Source {
     Upstream,
 }
 
+/// A cached answer and its weight in bytes.
+type Weighed<V> = (V, u32);
+
 pub(crate) struct SingleFlightCache<V> {
-    state: Arc<Mutex<State<V>>>,
-    ttl: Duration,
-    max_entries: usize,
+    ready: Option<moka::sync::Cache<String, Weighed<V>>>,
+    in_flight: Arc<Mutex<HashMap<String, Flight<V>>>>,
 }
 
-struct State<V> {
-    ready: HashMap<String, (Instant, V)>,
-    in_flight: HashMap<String, Flight<V>>,
-}
-
-impl<V: Clone + Send + Sync + 'static> SingleFlightCache<V> {
-    pub(crate) fn new(ttl: Duration, max_entries: usize) -> Self {
+impl<V: Clone + Serialize + Send + Sync + 'static> SingleFlightCache<V> {
+    /// A cache of at most `max_bytes` of answers, each kept `ttl` (zero: nothing is kept).
+    pub(crate) fn new(ttl: Duration, max_bytes: u64) -> Self {
+        let ready = (!ttl.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|key: &String, (_, bytes): &Weighed<V>| {
+                    bytes.saturating_add(key.len() as u32)
+                })
+                .time_to_live(ttl)
+                .build()
+        });
         Self {
-            state: Arc::new(Mutex::new(State {
-                ready: HashMap::new(),
-                in_flight: HashMap::new(),
-            })),
-            ttl,
-            max_entries: max_entries.max(1),
+            ready,
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -57,23 +64,20 @@ impl<V: Clone + Send + Sync + 'static> SingleFlightCache<V> {
     where
         Fut: Future<Output = Result<V, QuoteError>> + Send + 'static,
     {
+        if let Some((value, _)) = self.ready.as_ref().and_then(|c| c.get(key)) {
+            return (Ok(value), Source::Cache);
+        }
         let flight = {
-            let mut state = lock(&self.state);
-            let now = Instant::now();
-            match state.ready.get(key) {
-                Some((expires, value)) if *expires > now => {
-                    return (Ok(value.clone()), Source::Cache);
-                }
-                Some(_) => {
-                    state.ready.remove(key);
-                }
-                None => {}
+            let mut in_flight = lock(&self.in_flight);
+            // Stored by a flight that ended since the look-up above.
+            if let Some((value, _)) = self.ready.as_ref().and_then(|c| c.get(key)) {
+                return (Ok(value), Source::Cache);
             }
-            match state.in_flight.get(key) {
+            match in_flight.get(key) {
                 Some(flight) => flight.clone(),
                 None => {
                     let flight = self.start(key.to_owned(), fetch());
-                    state.in_flight.insert(key.to_owned(), flight.clone());
+                    in_flight.insert(key.to_owned(), flight.clone());
                     flight
                 }
             }
@@ -81,22 +85,23 @@ impl<V: Clone + Send + Sync + 'static> SingleFlightCache<V> {
         (flight.await, Source::Upstream)
     }
 
-    /// Spawns the upstream call. The caller holds the state lock until the flight is
+    /// Spawns the upstream call. The caller holds the in-flight lock until the flight is
     /// registered, so the task's clean-up cannot run before the registration.
     fn start<Fut>(&self, key: String, fetch: Fut) -> Flight<V>
     where
         Fut: Future<Output = Result<V, QuoteError>> + Send + 'static,
     {
-        let state = Arc::clone(&self.state);
-        let ttl = self.ttl;
-        let max_entries = self.max_entries;
+        let in_flight = Arc::clone(&self.in_flight);
+        let ready = self.ready.clone();
         let task = tokio::spawn(async move {
             let result = fetch.await;
-            let mut state = lock(&state);
-            state.in_flight.remove(&key);
-            if let (Ok(value), false) = (&result, ttl.is_zero()) {
-                state.insert(key, Instant::now() + ttl, value.clone(), max_entries);
+            let mut in_flight = lock(&in_flight);
+            if let (Ok(value), Some(ready)) = (&result, &ready) {
+                let bytes = serde_json::to_vec(value).map_or(0, |b| b.len());
+                let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+                ready.insert(key.clone(), (value.clone(), bytes));
             }
+            in_flight.remove(&key);
             result
         });
         task.map(|joined| {
@@ -109,31 +114,13 @@ impl<V: Clone + Send + Sync + 'static> SingleFlightCache<V> {
         .shared()
     }
 
-    /// Number of cached entries (expired ones included until they are swept).
+    /// Bytes held by the cached answers (after pending evictions ran).
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        lock(&self.state).ready.len()
-    }
-}
-
-impl<V> State<V> {
-    fn insert(&mut self, key: String, expires: Instant, value: V, max_entries: usize) {
-        if self.ready.len() >= max_entries && !self.ready.contains_key(&key) {
-            let now = Instant::now();
-            self.ready.retain(|_, (e, _)| *e > now);
-            if self.ready.len() >= max_entries {
-                // Still full of live entries: drop the one closest to expiry.
-                if let Some(oldest) = self
-                    .ready
-                    .iter()
-                    .min_by_key(|(_, (e, _))| *e)
-                    .map(|(k, _)| k.clone())
-                {
-                    self.ready.remove(&oldest);
-                }
-            }
-        }
-        self.ready.insert(key, (expires, value));
+    pub(crate) fn weight(&self) -> u64 {
+        self.ready.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.weighted_size()
+        })
     }
 }
 
@@ -163,9 +150,9 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn caches_successes_until_they_expire() {
-        let cache = SingleFlightCache::new(Duration::from_secs(60), 100);
+        let cache = SingleFlightCache::new(Duration::from_millis(300), 1 << 20);
         let calls = Arc::new(AtomicUsize::new(0));
         let (r, s) = cache
             .get_or_fetch("a", counting(&calls, Ok(1), Duration::ZERO))
@@ -175,7 +162,7 @@ mod tests {
             .get_or_fetch("a", counting(&calls, Ok(2), Duration::ZERO))
             .await;
         assert_eq!((r, s), (Ok(1), Source::Cache));
-        tokio::time::advance(Duration::from_secs(61)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
         let (r, s) = cache
             .get_or_fetch("a", counting(&calls, Ok(3), Duration::ZERO))
             .await;
@@ -183,9 +170,9 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn errors_are_not_cached() {
-        let cache = SingleFlightCache::new(Duration::from_secs(60), 100);
+        let cache = SingleFlightCache::new(Duration::from_secs(60), 1 << 20);
         let calls = Arc::new(AtomicUsize::new(0));
         let err = Err(QuoteError::Timeout("slow".into()));
         let (r, _) = cache
@@ -201,7 +188,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_callers_share_one_call_even_if_the_first_gives_up() {
-        let cache = Arc::new(SingleFlightCache::new(Duration::ZERO, 100));
+        let cache = Arc::new(SingleFlightCache::new(Duration::ZERO, 1 << 20));
         let calls = Arc::new(AtomicUsize::new(0));
         let first = {
             let cache = Arc::clone(&cache);
@@ -224,28 +211,38 @@ mod tests {
             .get_or_fetch("a", counting(&calls, Ok(9), Duration::ZERO))
             .await;
         assert_eq!(r, Ok(9));
-        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.weight(), 0);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn size_is_bounded() {
-        let cache = SingleFlightCache::new(Duration::from_secs(60), 3);
+    /// A scan of many symbols keeps at most the configured bytes, and does not empty the cache:
+    /// answers still fit are served from it.
+    #[tokio::test]
+    async fn size_is_bounded_by_bytes() {
+        let cache = SingleFlightCache::new(Duration::from_secs(60), 200);
         let calls = Arc::new(AtomicUsize::new(0));
-        for key in ["a", "b", "c", "d", "e"] {
+        for i in 0..100 {
+            let key = format!("k{i:03}");
             let (r, _) = cache
-                .get_or_fetch(key, counting(&calls, Ok(1), Duration::ZERO))
+                .get_or_fetch(&key, counting(&calls, Ok(i), Duration::ZERO))
                 .await;
-            assert_eq!(r, Ok(1));
-            tokio::time::advance(Duration::from_millis(10)).await;
+            assert_eq!(r, Ok(i));
         }
-        assert_eq!(cache.len(), 3);
-        let (_, s) = cache
-            .get_or_fetch("e", counting(&calls, Ok(1), Duration::ZERO))
-            .await;
-        assert_eq!(s, Source::Cache);
-        let (_, s) = cache
-            .get_or_fetch("a", counting(&calls, Ok(1), Duration::ZERO))
-            .await;
-        assert_eq!(s, Source::Upstream);
+        // Each entry weighs its key (4 bytes) and its JSON (1 to 2 bytes).
+        let weight = cache.weight();
+        assert!((1..=200).contains(&weight), "{weight} bytes kept");
+        let hits = futures::future::join_all((0..100).map(|i| {
+            let key = format!("k{i:03}");
+            let cache = &cache;
+            let calls = &calls;
+            async move {
+                cache
+                    .get_or_fetch(&key, counting(calls, Ok(i), Duration::ZERO))
+                    .await
+                    .1
+            }
+        }))
+        .await;
+        let cached = hits.iter().filter(|s| **s == Source::Cache).count();
+        assert!(cached >= 20, "{cached} answers still cached");
     }
 }

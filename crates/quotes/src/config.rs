@@ -17,9 +17,9 @@ pub struct QuoteConfig {
     /// `BOURSE_QUOTE_CACHE_SECS`: how long a successful answer is reused. Zero disables the cache
     /// (concurrent requests for one symbol still share one upstream call).
     pub cache_ttl: Duration,
-    /// Upper bound on cached symbols per provider, so a scan of random symbols cannot grow memory
-    /// without limit.
-    pub cache_max_entries: usize,
+    /// `BOURSE_QUOTE_CACHE_BYTES`: memory the cached answers of each provider may take (their
+    /// JSON size), so a scan of random symbols cannot grow memory without limit.
+    pub cache_max_bytes: u64,
     /// TCP connect timeout towards a provider.
     pub connect_timeout: Duration,
     /// Whole-request timeout towards a provider. Kept under the 5 s RPC client timeout so that
@@ -34,7 +34,7 @@ impl Default for QuoteConfig {
             alphavantage_url: "https://www.alphavantage.co".into(),
             alphavantage_key: "demo".into(),
             cache_ttl: Duration::from_secs(60),
-            cache_max_entries: 10_000,
+            cache_max_bytes: 8 << 20,
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(4),
         }
@@ -57,7 +57,8 @@ pub struct AmqpConfig {
     /// tests and throw-away queues; leave `None` for `bourse.quotes` (all declarations of a queue
     /// must agree on its arguments).
     pub queue_expires: Option<Duration>,
-    /// Client: requests carried by one message at most (1 = one message per request).
+    /// Client: requests carried by one message at most (1 = one message per request). Server:
+    /// a message carrying more, or more than 256 bytes per request, is refused whole.
     pub max_batch: usize,
     /// Client: messages awaiting their replies at once; while all are out, calls queue up and
     /// leave together in the next message.

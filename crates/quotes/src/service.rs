@@ -58,7 +58,7 @@ impl QuoteService {
                 config.alphavantage_key.clone(),
             )),
             config.cache_ttl,
-            config.cache_max_entries,
+            config.cache_max_bytes,
         ))
     }
 
@@ -67,14 +67,14 @@ impl QuoteService {
         quotes: Arc<dyn QuoteProvider>,
         daily: Arc<dyn DailyProvider>,
         cache_ttl: Duration,
-        cache_max_entries: usize,
+        cache_max_bytes: u64,
     ) -> Self {
         describe_metrics(&[quotes.name(), daily.name()]);
         Self {
             quotes,
             daily,
-            quote_cache: SingleFlightCache::new(cache_ttl, cache_max_entries),
-            daily_cache: SingleFlightCache::new(cache_ttl, cache_max_entries),
+            quote_cache: SingleFlightCache::new(cache_ttl, cache_max_bytes),
+            daily_cache: SingleFlightCache::new(cache_ttl, cache_max_bytes),
         }
     }
 

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ErrorBody, Kind, QuoteClient, QuoteError};
 
-/// A request to the quote service.
+/// A request to the quote service. Unknown fields are refused: the client never sends any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RpcRequest {
     pub symbol: String,
     /// `quote` (stooq, the default when absent) or `daily` (AlphaVantage).

@@ -266,7 +266,7 @@ impl Attempt<'_> {
                 self.failed().await;
                 Ok(false)
             }
-            Err(Busy) => Err(ApiError::Busy { retry_after: 1 }),
+            Err(Busy) => Err(ApiError::hashing_busy(1)),
         }
     }
 

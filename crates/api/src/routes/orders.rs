@@ -163,7 +163,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         (status = 400), (status = 401),
         (status = 409, description = "the key was used with a different order"),
         (status = 422, description = "a field is invalid"),
-        (status = 500, description = "not stored: {\"message\": \"Internal server error while placing the order\"}")),
+        (status = 500, description = "not stored: {\"message\": \"Internal server error while placing the order\"}"),
+        (status = 503, description = "timed out (`BOURSE_REQUEST_TIMEOUT_SECS`): the order may have been stored; repeat with the same `Idempotency-Key` to get it")),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn create(
     State(ctx): State<ApiContext>,

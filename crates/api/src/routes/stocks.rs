@@ -147,10 +147,10 @@ pub async fn detail(
     PathParams(raw): PathParams<String>,
 ) -> Result<Json<StockDetailView>, ApiError> {
     let id = stock_id(&raw)?;
-    let cached = match ctx.stocks.detail(id) {
-        Some(hit) => hit,
-        None => ctx.stocks.put_detail(id, ctx.store.get_stock(id).await?),
-    };
+    let cached = ctx
+        .stocks
+        .detail(id, async { Ok(ctx.store.get_stock(id).await?) })
+        .await?;
     match cached.as_ref() {
         Some(d) => Ok(Json(d.into())),
         None => Err(ApiError::StockNotFound),
@@ -176,7 +176,7 @@ pub async fn set_analysis(
         .set_analysis(id, new)
         .await?
         .ok_or(ApiError::StockNotFound)?;
-    ctx.stocks.invalidate(id);
+    ctx.stocks.invalidate(id).await;
     // Live viewers (the dashboard) learn of the new target without polling.
     let _ = ctx.events.send(FeedEvent::AnalysisSet {
         stock_id: id,
@@ -311,12 +311,25 @@ fn sse_event(event: FeedEvent) -> Option<Event> {
 /// `analysis` (`{"stock_id","target","type","target_hit"}`) when an admin sets a target through
 /// this replica. A slow client skips what it could not keep up with rather than holding memory.
 #[utoipa::path(get, path = "/stocks/stream", tag = "stocks",
-    responses((status = 200, description = "text/event-stream of `tick`, `target_hit` and `analysis` events")))]
+    responses((status = 200, description = "text/event-stream of `tick`, `target_hit` and `analysis` events"),
+        (status = 503, description = "as many streams as `BOURSE_HTTP_MAX_STREAMS` are open; see `Retry-After`")))]
 pub async fn stream(
     State(ctx): State<ApiContext>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // The permit lives as long as the stream, so at most `max_streams` are open at once.
+    let permit = ctx.streams.clone().try_acquire_owned().map_err(|_| {
+        metrics::counter!(crate::server::REFUSED, "what" => "stream").increment(1);
+        ApiError::Busy {
+            message: "too many open event streams; retry later".into(),
+            retry_after: 5,
+        }
+    })?;
     let events = BroadcastStream::new(ctx.events.subscribe())
         .filter_map(|e| async move { e.ok().and_then(sse_event).map(Ok) })
-        .take_until(ctx.shutdown.clone().cancelled_owned());
-    Sse::new(events).keep_alive(KeepAlive::default())
+        .take_until(ctx.shutdown.clone().cancelled_owned())
+        .map(move |event| {
+            let _held = &permit;
+            event
+        });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

@@ -2,10 +2,9 @@
 //! so run one replica). `POST /placements` with `Idempotency-Key`, `GET /placements`, plus
 //! health, readiness and metrics.
 
-use super::{cancel_on_signal, listen, metrics_endpoint};
+use super::{cancel_on_signal, listen, metrics_endpoint, serve_http};
 use crate::config::Config;
 use crate::telemetry;
-use anyhow::Context;
 use axum::routing::get;
 use bourse_orders::simulated::{self, SimulatedExchange};
 use std::sync::Arc;
@@ -35,9 +34,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let shutdown = CancellationToken::new();
     cancel_on_signal(&shutdown);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let served = serve_http(&config, listener, app, &shutdown).await;
     info!("bourse exchange stopped");
-    served.context("HTTP server failed")
+    served
 }

@@ -52,6 +52,19 @@ pub async fn listen(config: &Config, default_addr: &str) -> anyhow::Result<TcpLi
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
+/// Serves a role's HTTP `app` on `listener` with the configured connection bounds until
+/// `shutdown`.
+pub async fn serve_http(
+    config: &Config,
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    bourse_api::server::serve(listener, app, config.http_limits(), shutdown.clone())
+        .await
+        .context("HTTP server failed")
+}
+
 /// Cancels `shutdown` when SIGTERM or Ctrl-C arrives, so that every part of a role stops
 /// together.
 pub fn cancel_on_signal(shutdown: &CancellationToken) {

@@ -2,10 +2,9 @@
 //! quote queue when `BOURSE_AMQP_URL` is set, and always HTTP (`/internal/quote`,
 //! `/internal/daily`) plus health, readiness and metrics.
 
-use super::{cancel_on_signal, listen, metrics_endpoint, quotes};
+use super::{cancel_on_signal, listen, metrics_endpoint, quotes, serve_http};
 use crate::config::Config;
 use crate::telemetry;
-use anyhow::Context;
 use axum::http::StatusCode;
 use axum::routing::get;
 use bourse_quotes::amqp::AmqpServer;
@@ -52,13 +51,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = listen(&config, DEFAULT_ADDR).await?;
     info!(addr = %listener.local_addr()?, amqp = amqp.is_some(), queue = %config.quote_queue, "bourse quote-service listening");
     cancel_on_signal(&shutdown);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let served = serve_http(&config, listener, app, &shutdown).await;
     shutdown.cancel();
     if let Some(server) = amqp {
         server.shutdown().await;
     }
     info!("bourse quote-service stopped");
-    served.context("HTTP server failed")
+    served
 }

@@ -23,6 +23,7 @@ pub fn quote_config(config: &Config) -> QuoteConfig {
             .clone()
             .unwrap_or(defaults.alphavantage_key.clone()),
         cache_ttl: Duration::from_secs(config.quote_cache_secs),
+        cache_max_bytes: config.quote_cache_bytes,
         ..defaults
     }
 }
@@ -30,6 +31,7 @@ pub fn quote_config(config: &Config) -> QuoteConfig {
 pub fn amqp_config(config: &Config, url: &str) -> AmqpConfig {
     let mut amqp = AmqpConfig::new(url).with_queue(config.quote_queue.clone());
     amqp.timeout = CLIENT_TIMEOUT;
+    amqp.max_batch = config.quote_max_batch.max(1);
     amqp
 }
 

@@ -3,7 +3,7 @@
 //! `BOURSE_EXCHANGE_URL` over HTTP), publishes order events to RabbitMQ when `BOURSE_AMQP_URL` is
 //! set, keeps the outbox gauges current, and serves health and metrics.
 
-use super::{cancel_on_signal, connect, listen, metrics_endpoint, redact};
+use super::{cancel_on_signal, connect, listen, metrics_endpoint, redact, serve_http};
 use crate::config::Config;
 use crate::telemetry;
 use anyhow::Context;
@@ -123,14 +123,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = listen(&config, DEFAULT_ADDR).await?;
     info!(addr = %listener.local_addr()?, "bourse relay listening");
     cancel_on_signal(&shutdown);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let served = serve_http(&config, listener, app, &shutdown).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     store.close().await;
     info!("bourse relay stopped");
-    served.context("HTTP server failed")
+    served
 }
 
 /// 200 while the database answers: the relay can do nothing without it.

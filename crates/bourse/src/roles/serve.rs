@@ -6,7 +6,7 @@
 //! and the database.
 
 use super::quotes;
-use super::{cancel_on_signal, connect, listen, redact};
+use super::{cancel_on_signal, connect, listen, redact, serve_http};
 use crate::config::Config;
 use crate::telemetry;
 use anyhow::Context;
@@ -130,7 +130,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         readiness,
         Some(metrics),
         shutdown.clone(),
-        Duration::from_millis(config.read_cache_ms),
+        config.api_limits(),
         Services {
             jwt,
             quotes: quote_client,
@@ -147,11 +147,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(addr = %listener.local_addr()?, "bourse serve listening");
     cancel_on_signal(&shutdown);
     let quota = ctx.quota.clone();
-    // The peer address is what anonymous callers are counted by (unless a proxy header is set).
-    let app = bourse_api::app(ctx).into_make_service_with_connect_info::<SocketAddr>();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let served = server.await;
+    // The server gives each request its peer address, what anonymous callers are counted by
+    // (unless a proxy header is set).
+    let served = serve_http(&config, listener, bourse_api::app(ctx), &shutdown).await;
     shutdown.cancel();
     if let Some(quota) = quota {
         let given_back = quota.give_back_reservations().await;
@@ -189,7 +187,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     store.close().await;
     info!("bourse serve stopped");
-    served.context("HTTP server failed")
+    served
 }
 
 /// Quotas, the request log and the client address source, from the configuration; the request

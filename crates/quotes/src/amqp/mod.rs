@@ -11,7 +11,7 @@ mod client;
 mod server;
 
 pub use client::AmqpQuoteClient;
-pub use server::AmqpServer;
+pub use server::{AmqpServer, REFUSED_METRIC};
 
 use lapin::ConnectionProperties;
 

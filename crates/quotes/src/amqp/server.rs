@@ -151,6 +151,9 @@ async fn serve_once(
     ready.send_replace(true);
     *backoff = config.reconnect_min;
 
+    let bounds = Bounds {
+        max_batch: config.max_batch,
+    };
     let mut handlers = JoinSet::new();
     let outcome = loop {
         tokio::select! {
@@ -158,7 +161,7 @@ async fn serve_once(
             Some(_) = handlers.join_next() => {}
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    handlers.spawn(handle(Arc::clone(client), channel.clone(), delivery));
+                    handlers.spawn(handle(Arc::clone(client), bounds, channel.clone(), delivery));
                 }
                 Some(Err(e)) => break Err(e),
                 None => break Err(std::io::Error::other("consumer cancelled by the broker").into()),
@@ -185,27 +188,55 @@ async fn serve_once(
     outcome
 }
 
+/// Bytes one request may take in a message: `{"symbol": "<32 characters>", "kind": "daily"}` with
+/// room to spare.
+const MAX_REQUEST_BYTES: usize = 256;
+
+/// What a message may carry: no more than the client ever sends (`max_batch` requests, each
+/// with the known fields only). Anything else is refused whole, before any upstream call, so a
+/// publisher that is not our client cannot spend the providers' quota.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    max_batch: usize,
+}
+
+impl Bounds {
+    fn max_bytes(self) -> usize {
+        self.max_batch.max(1) * MAX_REQUEST_BYTES
+    }
+}
+
 /// The reply to a message: one request (`{"symbol": ...}`) gets one reply; a batch (a JSON array
 /// of requests, see the client) gets an array of replies in the same order, its requests
-/// answered concurrently.
-async fn respond(client: &dyn QuoteClient, data: &[u8]) -> Vec<u8> {
+/// answered concurrently. A message over the bounds gets one `bad_request` reply.
+async fn respond(client: &dyn QuoteClient, bounds: Bounds, data: &[u8]) -> Vec<u8> {
+    if data.len() > bounds.max_bytes() {
+        return refused(format!(
+            "a message may hold at most {} bytes",
+            bounds.max_bytes()
+        ));
+    }
     let is_batch = data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     if !is_batch {
         return match serde_json::from_slice::<RpcRequest>(data) {
             Ok(request) => logged(answer(client, &request).await),
-            Err(e) => logged(encode::<()>(Err(QuoteError::BadRequest(format!(
-                "request must be {{\"symbol\": \"...\"}}: {e}"
-            ))))),
+            Err(e) => refused(format!("request must be {{\"symbol\": \"...\"}}: {e}")),
         };
     }
     let requests = match serde_json::from_slice::<Vec<RpcRequest>>(data) {
         Ok(requests) => requests,
         Err(e) => {
-            return logged(encode::<()>(Err(QuoteError::BadRequest(format!(
+            return refused(format!(
                 "a batch must be [{{\"symbol\": \"...\"}}, ...]: {e}"
-            )))))
+            ))
         }
     };
+    if requests.len() > bounds.max_batch {
+        return refused(format!(
+            "a batch may hold at most {} requests",
+            bounds.max_batch
+        ));
+    }
     let replies =
         futures::future::join_all(requests.iter().map(|request| answer(client, request))).await;
     let mut body = Vec::with_capacity(replies.iter().map(|(r, _)| r.len() + 1).sum::<usize>() + 1);
@@ -220,6 +251,16 @@ async fn respond(client: &dyn QuoteClient, data: &[u8]) -> Vec<u8> {
     body
 }
 
+/// A `bad_request` reply to a message refused whole; counted and logged (bounded).
+fn refused(message: String) -> Vec<u8> {
+    metrics::counter!(REFUSED_METRIC).increment(1);
+    tracing::warn!(reason = %message, "quote message refused");
+    logged(encode::<()>(Err(QuoteError::BadRequest(message))))
+}
+
+/// Messages on the quote queue refused whole (over the batch or size bound, unknown fields).
+pub const REFUSED_METRIC: &str = "bourse_quote_messages_refused_total";
+
 fn logged((body, error): (Vec<u8>, Option<QuoteError>)) -> Vec<u8> {
     if let Some(error) = &error {
         tracing::debug!(code = error.code(), "quote request answered with an error");
@@ -230,10 +271,11 @@ fn logged((body, error): (Vec<u8>, Option<QuoteError>)) -> Vec<u8> {
 /// Answers one message and acknowledges it.
 async fn handle(
     client: Arc<dyn QuoteClient>,
+    bounds: Bounds,
     channel: Channel,
     delivery: lapin::message::Delivery,
 ) {
-    let body = respond(client.as_ref(), &delivery.data).await;
+    let body = respond(client.as_ref(), bounds, &delivery.data).await;
     match delivery.properties.reply_to() {
         Some(reply_to) => {
             let mut props = BasicProperties::default().with_content_type("application/json".into());
