@@ -5,7 +5,7 @@
 mod common;
 
 use bourse_quotes::fake::FakeUpstream;
-use common::{unique, Server, AMQP_URL};
+use common::{amqp_url, unique, Server};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
@@ -24,7 +24,7 @@ struct Rpc {
 
 impl Rpc {
     async fn connect(queue: &str) -> Rpc {
-        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
             .await
             .expect("RabbitMQ at 127.0.0.1:5672");
         let channel = connection.create_channel().await.unwrap();
@@ -88,7 +88,7 @@ async fn messages_the_client_never_sends_are_refused_without_upstream_calls() {
     let upstream = FakeUpstream::start().await.expect("fake stooq");
     let queue = unique("bourse.quotes.test");
     let env: Vec<(String, String)> = [
-        ("BOURSE_AMQP_URL", AMQP_URL.to_string()),
+        ("BOURSE_AMQP_URL", amqp_url()),
         ("BOURSE_QUOTE_QUEUE", queue.clone()),
         ("BOURSE_STOOQ_URL", upstream.url()),
     ]

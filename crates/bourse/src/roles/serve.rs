@@ -24,7 +24,6 @@ use bourse_feed::streamer::{self, StreamerConfig};
 use bourse_store::users::{NewUser, Role};
 use bourse_store::Store;
 use secrecy::ExposeSecret;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
