@@ -77,6 +77,26 @@ impl ServeSpec {
     pub fn topic(&self) -> &str {
         self.topic.as_deref().unwrap_or("thndr-trading")
     }
+
+    /// The environment `bourse serve` runs with for this spec.
+    pub fn vars(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("BOURSE_DATABASE_URL".into(), self.database_url.clone()),
+            ("BOURSE_DEMO".into(), "false".into()),
+            ("BOURSE_MQTT_CLIENT_ID".into(), self.client_id.clone()),
+            ("BOURSE_JWT_SECRET".into(), JWT_SECRET.into()),
+            // Quotas and the request log are off unless a test turns them on (`.env(..)` wins).
+            ("BOURSE_QUOTA_ANON_PER_DAY".into(), "0".into()),
+            ("BOURSE_QUOTA_USER_PER_DAY".into(), "0".into()),
+            ("BOURSE_REQUEST_LOG".into(), String::new()),
+        ];
+        if let Some(topic) = &self.topic {
+            env.push(("BOURSE_MQTT_URL".into(), MQTT_URL.into()));
+            env.push(("BOURSE_MQTT_TOPIC".into(), topic.clone()));
+        }
+        env.extend(self.extra_env.iter().cloned());
+        env
+    }
 }
 
 pub struct Server {
@@ -93,27 +113,21 @@ impl Server {
     /// Starts `bourse serve` and waits until `/readyz` answers 200 (database up, MQTT
     /// subscription acknowledged).
     pub async fn start(spec: &ServeSpec) -> Server {
-        let mut env: Vec<(String, String)> = vec![
-            ("BOURSE_DATABASE_URL".into(), spec.database_url.clone()),
-            ("BOURSE_DEMO".into(), "false".into()),
-            ("BOURSE_MQTT_CLIENT_ID".into(), spec.client_id.clone()),
-            ("BOURSE_JWT_SECRET".into(), JWT_SECRET.into()),
-            // Quotas and the request log are off unless a test turns them on (`.env(..)` wins).
-            ("BOURSE_QUOTA_ANON_PER_DAY".into(), "0".into()),
-            ("BOURSE_QUOTA_USER_PER_DAY".into(), "0".into()),
-            ("BOURSE_REQUEST_LOG".into(), String::new()),
-        ];
-        if let Some(topic) = &spec.topic {
-            env.push(("BOURSE_MQTT_URL".into(), MQTT_URL.into()));
-            env.push(("BOURSE_MQTT_TOPIC".into(), topic.clone()));
-        }
-        env.extend(spec.extra_env.iter().cloned());
-        Server::start_role("serve", &env).await
+        Server::start_role("serve", &spec.vars()).await
     }
 
     /// Starts any role of the binary on a free port with `env` (and nothing else from the
     /// environment but PATH), and waits for its `/readyz`.
     pub async fn start_role(role: &str, env: &[(String, String)]) -> Server {
+        Server::start_role_logging(role, env, Stdio::inherit()).await
+    }
+
+    /// [`Server::start_role`] with the process's log (its stderr) sent to `stderr`.
+    pub async fn start_role_logging(
+        role: &str,
+        env: &[(String, String)],
+        stderr: impl Into<Stdio>,
+    ) -> Server {
         let port = free_port();
         let mut cmd = Command::new(bin());
         cmd.arg(role)
@@ -122,7 +136,7 @@ impl Server {
             .env("BOURSE_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("BOURSE_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -360,6 +374,7 @@ pub async fn publish(topic: &str, payloads: &[Vec<u8>]) {
     let mut opts = MqttOptions::new(unique("test-pub"), "127.0.0.1", 1883);
     opts.set_keep_alive(Duration::from_secs(10));
     opts.set_inflight(100);
+    opts.set_max_packet_size(2 << 20, 2 << 20); // room for oversized payloads
     let (client, mut eventloop) = AsyncClient::new(opts, payloads.len().max(10) + 10);
     for p in payloads {
         client
