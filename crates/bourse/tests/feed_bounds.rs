@@ -309,6 +309,7 @@ async fn a_database_outage_is_retried_and_nothing_is_lost() {
 async fn old_ticks_go_within_a_minute_and_their_bars_stay(engine: Engine) {
     let db = database(engine).await;
     let spec = ServeSpec::mqtt(&db)
+        .env("BOURSE_TICK_RETENTION_DAYS", "30")
         .env("BOURSE_RETENTION_INTERVAL_SECS", "1")
         .env("BOURSE_RETENTION_BATCH", "2")
         .env("BOURSE_DEAD_LETTER_MAX_ROWS", "3");

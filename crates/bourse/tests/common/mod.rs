@@ -89,6 +89,8 @@ impl ServeSpec {
             ("BOURSE_QUOTA_ANON_PER_DAY".into(), "0".into()),
             ("BOURSE_QUOTA_USER_PER_DAY".into(), "0".into()),
             ("BOURSE_REQUEST_LOG".into(), String::new()),
+            // Tests date their ticks years back; the retention tests turn retention on.
+            ("BOURSE_TICK_RETENTION_DAYS".into(), "0".into()),
         ];
         if let Some(topic) = &self.topic {
             env.push(("BOURSE_MQTT_URL".into(), MQTT_URL.into()));
