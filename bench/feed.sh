@@ -10,10 +10,7 @@ PACED_SECS=10
 build
 need wrk
 
-mosquitto -c "$repo/bench/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-pids+=($!)
-sleep 0.5
-MQTT=mqtt://127.0.0.1:18830
+start_broker
 
 # p-quantile (seconds) of a Prometheus histogram, from the difference of two /metrics snapshots.
 quantile() { # before after name q

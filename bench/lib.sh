@@ -78,3 +78,10 @@ cpu_us_per_request() { # ticks requests [decimals] -> CPU microseconds per reque
   awk -v t="$1" -v n="$2" -v d="${3:-0}" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { if (n > 0) printf "%." d "f", t * 1e6 / hz / n; else print "-" }'
 }
+
+start_broker() { # the benchmarks' own Mosquitto (bench/mosquitto.conf); its URL is left in $MQTT
+  mosquitto -c "$repo/bench/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+  pids+=($!)
+  sleep 0.5
+  MQTT=mqtt://127.0.0.1:18830
+}

@@ -40,6 +40,23 @@ pub struct Config {
     pub feed_stocks: usize,
     /// Largest batch of ticks committed in one transaction.
     pub ingest_batch: usize,
+    /// Largest MQTT packet read; must cover the broker's `message_size_limit` plus the topic.
+    pub mqtt_max_packet_bytes: usize,
+    /// Feed messages over this size are dead letters (a tick is ~150 bytes).
+    pub tick_max_bytes: usize,
+    /// How far past its receive time a tick's timestamp may be (seconds); earlier than 1970 or
+    /// later is a dead letter.
+    pub tick_max_skew_secs: u64,
+    /// Ticks older than this are deleted (their minute bars stay); 0 keeps them forever.
+    pub tick_retention_days: u64,
+    /// Dead letters older than this are deleted; 0 keeps them forever.
+    pub dead_letter_retention_days: u64,
+    /// At most this many dead letters are kept (the newest); 0 for no bound.
+    pub dead_letter_max_rows: u64,
+    /// Period of the retention job (seconds); it also runs at start.
+    pub retention_interval_secs: u64,
+    /// Rows per delete statement of the retention job.
+    pub retention_batch: u32,
     /// How long hot reads may be served from memory (milliseconds).
     pub read_cache_ms: u64,
     /// Seed demo data (users admin/admin and johndoe/john) into an empty database. Defaults to
@@ -191,6 +208,14 @@ impl Default for Config {
             feed_rate: 5.0,
             feed_stocks: 3,
             ingest_batch: 2000,
+            mqtt_max_packet_bytes: 1024 * 1024 + 64 * 1024,
+            tick_max_bytes: 4096,
+            tick_max_skew_secs: 300,
+            tick_retention_days: 30,
+            dead_letter_retention_days: 30,
+            dead_letter_max_rows: 100_000,
+            retention_interval_secs: 60,
+            retention_batch: 1000,
             read_cache_ms: 50,
             demo: None,
             log: "info".into(),
@@ -308,6 +333,30 @@ impl Config {
             series_cache_bytes: self.series_cache_bytes,
             max_streams: self.http_max_streams,
             request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+        }
+    }
+
+    /// The retention job's settings; days of 0 (or a row bound of 0) keep everything.
+    pub fn retention(&self) -> bourse_feed::retention::RetentionConfig {
+        let days = |d: u64| (d > 0).then(|| chrono::TimeDelta::days(d.min(1_000_000) as i64));
+        bourse_feed::retention::RetentionConfig {
+            ticks: days(self.tick_retention_days),
+            dead_letters: days(self.dead_letter_retention_days),
+            dead_letter_rows: match self.dead_letter_max_rows {
+                0 => u64::MAX,
+                n => n,
+            },
+            interval: std::time::Duration::from_secs(self.retention_interval_secs.max(1)),
+            batch: self.retention_batch.max(1),
+        }
+    }
+
+    pub fn tick_limits(&self) -> bourse_domain::TickLimits {
+        bourse_domain::TickLimits {
+            max_bytes: self.tick_max_bytes,
+            max_skew: chrono::TimeDelta::seconds(
+                self.tick_max_skew_secs.min(i64::MAX as u64 / 1000) as i64,
+            ),
         }
     }
 

@@ -44,5 +44,5 @@ pub use indicators::{Indicator, IndicatorError, IndicatorSeries};
 pub use money::Price;
 pub use registration::Registration;
 pub use resample::{resample, Bin, Frequency, Resample, ResampleError, ResampledBar};
-pub use tick::{Tick, TickError};
+pub use tick::{Tick, TickError, TickLimits};
 pub use validation::{FieldError, ValidationErrors};

@@ -3,7 +3,7 @@
 //! set the message aside instead of crashing or guessing.
 
 use crate::money::{decimal_from_json_number, parse_decimal, Price};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -33,6 +33,10 @@ pub enum TickError {
         field: &'static str,
         message: &'static str,
     },
+    #[error("payload of {size} bytes is over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("timestamp {0} is before 1970 or too far ahead of the receive time")]
+    TimestampOutOfRange(DateTime<Utc>),
 }
 
 impl TickError {
@@ -43,6 +47,26 @@ impl TickError {
             TickError::NotAnObject => "not_object",
             TickError::Missing(_) => "missing_field",
             TickError::Invalid { .. } => "invalid_field",
+            TickError::TooLarge { .. } => "too_large",
+            TickError::TimestampOutOfRange(_) => "timestamp_out_of_range",
+        }
+    }
+}
+
+/// What a feed message must fit before it is stored: a tick is a few hundred bytes, and its
+/// timestamp lies between 1970 and a little after it was received (clocks drift; the future does
+/// not arrive early). A far-future tick would otherwise hold a stock's latest price forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TickLimits {
+    pub max_bytes: usize,
+    pub max_skew: TimeDelta,
+}
+
+impl Default for TickLimits {
+    fn default() -> Self {
+        TickLimits {
+            max_bytes: 4096,
+            max_skew: TimeDelta::minutes(5),
         }
     }
 }
@@ -70,6 +94,29 @@ impl Tick {
             return Err(TickError::NotAnObject);
         };
         Self::from_map(&map, received_at)
+    }
+
+    /// [`Tick::parse`] within `limits`: the size is checked before any parsing, the timestamp
+    /// after.
+    pub fn parse_within(
+        payload: &[u8],
+        received_at: DateTime<Utc>,
+        limits: &TickLimits,
+    ) -> Result<Tick, TickError> {
+        if payload.len() > limits.max_bytes {
+            return Err(TickError::TooLarge {
+                size: payload.len(),
+                limit: limits.max_bytes,
+            });
+        }
+        let tick = Self::parse(payload, received_at)?;
+        let latest = received_at
+            .checked_add_signed(limits.max_skew)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        if tick.timestamp < DateTime::UNIX_EPOCH || tick.timestamp > latest {
+            return Err(TickError::TimestampOutOfRange(tick.timestamp));
+        }
+        Ok(tick)
     }
 
     fn from_map(map: &Map<String, Value>, received_at: DateTime<Utc>) -> Result<Tick, TickError> {
@@ -318,6 +365,45 @@ mod tests {
             Tick::parse(&[0xff, 0xfe], now()).unwrap_err().reason(),
             "syntax"
         );
+    }
+
+    #[test]
+    fn limits_refuse_oversized_payloads_and_timestamps_out_of_range() {
+        let limits = TickLimits {
+            max_bytes: 200,
+            max_skew: TimeDelta::minutes(5),
+        };
+        let at = |ts: &str| {
+            format!(
+                r#"{{"stock_id":"{ID}","name":"CIB","price":1,"availability":1,"timestamp":"{ts}"}}"#
+            )
+        };
+        for ts in [
+            "-5000-01-01 00:00:00",
+            "1969-12-31 23:59:59",
+            "9999-12-31 00:00:00",
+            "2024-01-02 03:09:06",
+        ] {
+            let err = Tick::parse_within(at(ts).as_bytes(), now(), &limits).unwrap_err();
+            assert_eq!(err.reason(), "timestamp_out_of_range", "{ts}: {err}");
+        }
+        for ts in [
+            "1970-01-01 00:00:00",
+            "2024-01-02 03:09:05",
+            "2019-12-15 14:36:33",
+        ] {
+            Tick::parse_within(at(ts).as_bytes(), now(), &limits).unwrap();
+        }
+        let big = format!("{}{}", at("2020-01-01 00:00:00"), " ".repeat(200));
+        let err = Tick::parse_within(big.as_bytes(), now(), &limits).unwrap_err();
+        assert_eq!(
+            err,
+            TickError::TooLarge {
+                size: big.len(),
+                limit: 200
+            }
+        );
+        assert_eq!(err.reason(), "too_large");
     }
 
     #[test]

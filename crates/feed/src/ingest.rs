@@ -3,13 +3,19 @@
 //! Batches form by themselves: the ingestor takes the first waiting message, drains whatever else
 //! is already queued (up to `max_batch`), and commits it all in one transaction. Under light load
 //! that is one tick per transaction (lowest latency); under heavy load batches grow while the
-//! previous one commits (highest throughput). A batch that fails to commit is retried with backoff
-//! and never acknowledged, so the broker redelivers it if the process dies meanwhile.
+//! previous one commits (highest throughput).
+//!
+//! What cannot be stored never stops the feed: a message over the size limit, unparsable, or
+//! dated outside [`TickLimits`] becomes a dead letter (counted by reason, logged once, kept with
+//! its bytes). A batch the database refuses is split in halves until the refused tick is alone,
+//! and that tick becomes a dead letter while the rest commits. A database outage is different:
+//! the batch is retried with backoff and not acknowledged, so the broker redelivers it if the
+//! process dies meanwhile.
 
 use crate::metrics::{INGEST_LAG, TARGET_HITS, TICKS_INGESTED, TICKS_REJECTED};
-use bourse_domain::{Analysis, Tick};
-use bourse_store::feed::{DeadLetter, TargetHit};
-use bourse_store::Store;
+use bourse_domain::{Analysis, Tick, TickLimits};
+use bourse_store::feed::{DeadLetter, IngestOutcome, TargetHit};
+use bourse_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use metrics::{counter, histogram};
 use std::time::Duration;
@@ -53,8 +59,9 @@ pub enum FeedEvent {
 #[derive(Debug, Clone)]
 pub struct IngestorConfig {
     pub max_batch: usize,
-    /// Longest pause between retries of a batch the database refused.
+    /// Longest pause between retries of a batch while the database is unavailable.
     pub max_backoff: Duration,
+    pub limits: TickLimits,
 }
 
 impl Default for IngestorConfig {
@@ -62,6 +69,7 @@ impl Default for IngestorConfig {
         IngestorConfig {
             max_batch: 2000,
             max_backoff: Duration::from_secs(10),
+            limits: TickLimits::default(),
         }
     }
 }
@@ -103,41 +111,16 @@ impl Ingestor {
     }
 
     async fn process(&self, batch: &mut Vec<Delivery>) {
-        let mut ticks = Vec::with_capacity(batch.len());
+        let mut parsed = Vec::with_capacity(batch.len());
         let mut dead = Vec::new();
         for d in batch.iter() {
-            match Tick::parse(&d.payload, d.received_at) {
-                Ok(t) => ticks.push(t),
-                Err(e) => {
-                    warn!(
-                        source = %d.source,
-                        reason = e.reason(),
-                        error = %e,
-                        payload = %String::from_utf8_lossy(&d.payload),
-                        "rejected feed message; stored as dead letter"
-                    );
-                    counter!(TICKS_REJECTED, "reason" => e.reason()).increment(1);
-                    dead.push(DeadLetter {
-                        source: d.source.clone(),
-                        payload: d.payload.clone(),
-                        reason: e.to_string(),
-                        received_at: d.received_at,
-                    });
-                }
+            match Tick::parse_within(&d.payload, d.received_at, &self.config.limits) {
+                Ok(t) => parsed.push((t, d)),
+                Err(e) => dead.push(self.reject(d, e.reason(), &e.to_string())),
             }
         }
         let received_at = batch.last().map_or_else(Utc::now, |d| d.received_at);
-        let mut backoff = Duration::from_millis(50);
-        let outcome = loop {
-            match self.store.ingest(&ticks, &dead, received_at).await {
-                Ok(outcome) => break outcome,
-                Err(e) => {
-                    error!(error = %e, batch = batch.len(), retry_in = ?backoff, "feed batch not committed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.config.max_backoff);
-                }
-            }
-        };
+        let outcome = self.commit(&parsed, dead, received_at).await;
         let committed_at = Utc::now();
         for d in batch.drain(..) {
             if let Ack::Mqtt { acks, publish } = d.ack {
@@ -162,4 +145,95 @@ impl Ingestor {
             let _ = self.events.send(FeedEvent::TargetHit(hit));
         }
     }
+
+    /// Commits the parsed ticks and the dead letters. A batch the database refuses is split in
+    /// halves (the dead letters alone first) until the refused tick is alone; it becomes a dead
+    /// letter and the rest commits.
+    async fn commit(
+        &self,
+        parsed: &[(Tick, &Delivery)],
+        mut dead: Vec<DeadLetter>,
+        received_at: DateTime<Utc>,
+    ) -> IngestOutcome {
+        let mut outcome = IngestOutcome::default();
+        let mut todo = vec![parsed];
+        while let Some(part) = todo.pop() {
+            let ticks: Vec<Tick> = part.iter().map(|(t, _)| t.clone()).collect();
+            match self.commit_retrying(&ticks, &dead, received_at).await {
+                Ok(done) => {
+                    outcome.new_ticks.extend(done.new_ticks);
+                    outcome.hits.extend(done.hits);
+                    dead.clear();
+                }
+                Err(_) if !dead.is_empty() && !part.is_empty() => todo.extend([part, &[]]),
+                Err(e) => match part {
+                    [] => {
+                        error!(error = %e, count = dead.len(), "the database refused dead letters; dropped");
+                        dead.clear();
+                    }
+                    [(_, delivery)] => {
+                        let why = e.to_string().replace('\0', "");
+                        dead.push(self.reject(delivery, "refused_by_database", &why));
+                        todo.push(&[]); // its dead letter commits next
+                    }
+                    _ => {
+                        let (left, right) = part.split_at(part.len() / 2);
+                        todo.extend([right, left]);
+                    }
+                },
+            }
+        }
+        outcome
+    }
+
+    /// One commit, retried with backoff for as long as the database is unavailable; the error
+    /// when the database refused the data.
+    async fn commit_retrying(
+        &self,
+        ticks: &[Tick],
+        dead: &[DeadLetter],
+        received_at: DateTime<Utc>,
+    ) -> Result<IngestOutcome, StoreError> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.store.ingest(ticks, dead, received_at).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(e) if !e.is_data_error() => {
+                    error!(error = %e, ticks = ticks.len(), retry_in = ?backoff, "database unavailable; feed batch not committed, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+                Err(e) => {
+                    warn!(error = %e, ticks = ticks.len(), dead_letters = dead.len(), "the database refused a feed batch; splitting it");
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Counts, logs (once, the payload cut to [`LOGGED_BYTES`]) and returns the dead letter of a
+    /// rejected message; its bytes are kept up to the tick size limit.
+    fn reject(&self, d: &Delivery, reason: &'static str, error: &str) -> DeadLetter {
+        let shown = &d.payload[..d.payload.len().min(LOGGED_BYTES)];
+        warn!(
+            source = %d.source,
+            reason,
+            error,
+            size = d.payload.len(),
+            payload = %String::from_utf8_lossy(shown),
+            "rejected feed message; stored as dead letter"
+        );
+        counter!(TICKS_REJECTED, "reason" => reason).increment(1);
+        let kept = d.payload.len().min(self.config.limits.max_bytes);
+        DeadLetter {
+            source: d.source.clone(),
+            payload: d.payload[..kept].to_vec(),
+            reason: format!("{reason}: {error}"),
+            received_at: d.received_at,
+        }
+    }
 }
+
+/// How much of a rejected payload goes into its log line (control characters in it are escaped
+/// by the log writer).
+const LOGGED_BYTES: usize = 256;

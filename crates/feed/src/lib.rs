@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod market;
 pub mod metrics;
 pub mod mqtt;
+pub mod retention;
 pub mod streamer;
 
 pub use ingest::{Ack, Delivery, FeedEvent, Ingestor, IngestorConfig};

@@ -8,7 +8,15 @@ pub const INGEST_LAG: &str = "bourse_ingest_lag_seconds";
 pub const TARGET_HITS: &str = "bourse_target_hits_total";
 
 /// Reasons a message can be rejected, registered up front so each series exists at 0.
-pub const REJECT_REASONS: [&str; 4] = ["syntax", "not_object", "missing_field", "invalid_field"];
+pub const REJECT_REASONS: [&str; 7] = [
+    "syntax",
+    "not_object",
+    "missing_field",
+    "invalid_field",
+    "too_large",
+    "timestamp_out_of_range",
+    "refused_by_database",
+];
 
 /// Describes the feed metrics and registers them at zero, so that they are scraped (and alerts
 /// on them work) before the first tick arrives.
@@ -19,7 +27,7 @@ pub fn describe() {
     );
     describe_counter!(
         TICKS_REJECTED,
-        "Feed messages rejected as malformed and stored as dead letters, by reason"
+        "Feed messages rejected (malformed, oversized, out-of-range timestamp, refused by the database) and stored as dead letters, by reason"
     );
     describe_histogram!(
         INGEST_LAG,

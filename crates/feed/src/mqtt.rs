@@ -76,6 +76,10 @@ pub struct MqttConfig {
     pub client_id: String,
     /// `Some(group)` subscribes to `$share/group/topic` so replicas split the feed.
     pub shared_group: Option<String>,
+    /// Largest packet read from the broker. A larger one drops the connection and the broker
+    /// redelivers it forever, so this must cover the broker's own limit (Mosquitto
+    /// `message_size_limit`) plus the topic and a few bytes of header.
+    pub max_packet_bytes: usize,
 }
 
 impl MqttConfig {
@@ -108,7 +112,8 @@ pub async fn consume(
     let mut opts = config.url.options(&config.client_id);
     opts.set_clean_session(false);
     opts.set_manual_acks(true);
-    opts.set_max_packet_size(64 * 1024, 64 * 1024);
+    // Outgoing packets are our subscription and acknowledgements: small.
+    opts.set_max_packet_size(config.max_packet_bytes, 64 * 1024);
     let (client, mut eventloop) = AsyncClient::new(opts, 4096);
     let subscription = config.subscription();
     let source = format!("mqtt:{}", config.topic);
@@ -292,6 +297,7 @@ mod tests {
             topic: "thndr-trading".into(),
             client_id: "x".into(),
             shared_group: None,
+            max_packet_bytes: 1024,
         };
         assert_eq!(c.subscription(), "thndr-trading");
         c.shared_group = Some("bourse".into());

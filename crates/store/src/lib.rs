@@ -27,6 +27,7 @@ pub mod feed;
 pub mod group_commit;
 pub mod orders;
 pub mod quotes;
+pub mod retention;
 mod sqlite_codec;
 pub mod users;
 

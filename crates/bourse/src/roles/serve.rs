@@ -67,6 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         events.clone(),
         IngestorConfig {
             max_batch: config.ingest_batch.max(1),
+            limits: config.tick_limits(),
             ..IngestorConfig::default()
         },
     );
@@ -86,6 +87,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 topic: config.mqtt_topic.clone(),
                 client_id: config.mqtt_client_id(),
                 shared_group: config.mqtt_shared_group.clone(),
+                max_packet_bytes: config.mqtt_max_packet_bytes,
             };
             tokio::spawn(mqtt::consume(
                 mqtt_config,
@@ -115,6 +117,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ))
         }
     };
+
+    // Storage bounds: the role that ingests ticks also deletes the old ones.
+    let retention_task = tokio::spawn(bourse_feed::retention::run(
+        store.clone(),
+        config.retention(),
+        shutdown.clone(),
+    ));
 
     // Orders: the outbox relay in-process, unless relays run as their own role.
     let relay_tasks = if config.relay == crate::config::RelayMode::Embedded {
@@ -170,6 +179,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         warn!("feed did not drain within 30 s; unacknowledged ticks will be redelivered");
     }
+    let _ = retention_task.await;
     // The relay lets placements in flight finish (bounded); the rest are claimed again later.
     if let Some(mut tasks) = relay_tasks {
         while tasks.join_next().await.is_some() {}

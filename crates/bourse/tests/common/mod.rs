@@ -91,6 +91,28 @@ impl ServeSpec {
     pub fn topic(&self) -> &str {
         self.topic.as_deref().unwrap_or("thndr-trading")
     }
+
+    /// The environment `bourse serve` runs with for this spec.
+    pub fn vars(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("BOURSE_DATABASE_URL".into(), self.database_url.clone()),
+            ("BOURSE_DEMO".into(), "false".into()),
+            ("BOURSE_MQTT_CLIENT_ID".into(), self.client_id.clone()),
+            ("BOURSE_JWT_SECRET".into(), JWT_SECRET.into()),
+            // Quotas and the request log are off unless a test turns them on (`.env(..)` wins).
+            ("BOURSE_QUOTA_ANON_PER_DAY".into(), "0".into()),
+            ("BOURSE_QUOTA_USER_PER_DAY".into(), "0".into()),
+            ("BOURSE_REQUEST_LOG".into(), String::new()),
+            // Tests date their ticks years back; the retention tests turn retention on.
+            ("BOURSE_TICK_RETENTION_DAYS".into(), "0".into()),
+        ];
+        if let Some(topic) = &self.topic {
+            env.push(("BOURSE_MQTT_URL".into(), mqtt_url()));
+            env.push(("BOURSE_MQTT_TOPIC".into(), topic.clone()));
+        }
+        env.extend(self.extra_env.iter().cloned());
+        env
+    }
 }
 
 pub struct Server {
@@ -107,26 +129,11 @@ impl Server {
     /// Starts `bourse serve` and waits until `/readyz` answers 200 (database up, MQTT
     /// subscription acknowledged).
     pub async fn start(spec: &ServeSpec) -> Server {
-        let mut env: Vec<(String, String)> = vec![
-            ("BOURSE_DATABASE_URL".into(), spec.database_url.clone()),
-            ("BOURSE_DEMO".into(), "false".into()),
-            ("BOURSE_MQTT_CLIENT_ID".into(), spec.client_id.clone()),
-            ("BOURSE_JWT_SECRET".into(), JWT_SECRET.into()),
-            // Quotas and the request log are off unless a test turns them on (`.env(..)` wins).
-            ("BOURSE_QUOTA_ANON_PER_DAY".into(), "0".into()),
-            ("BOURSE_QUOTA_USER_PER_DAY".into(), "0".into()),
-            ("BOURSE_REQUEST_LOG".into(), String::new()),
-        ];
-        if let Some(topic) = &spec.topic {
-            env.push(("BOURSE_MQTT_URL".into(), mqtt_url()));
-            env.push(("BOURSE_MQTT_TOPIC".into(), topic.clone()));
-        }
-        env.extend(spec.extra_env.iter().cloned());
         let options = RoleOptions {
             output: spec.output.clone(),
             ..RoleOptions::default()
         };
-        Server::start_role_with("serve", &env, &options).await
+        Server::start_role_with("serve", &spec.vars(), &options).await
     }
 
     /// Starts any role of the binary on a free port with `env` (and nothing else from the
@@ -156,7 +163,11 @@ impl Server {
                     .stderr(file);
             }
             None => {
-                cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+                let stderr = match &options.log {
+                    Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log")),
+                    None => Stdio::inherit(),
+                };
+                cmd.stdout(Stdio::null()).stderr(stderr);
             }
         }
         if let Some(dir) = &options.dir {
@@ -318,6 +329,8 @@ impl Server {
 pub struct RoleOptions {
     /// Stdout and stderr go to this file.
     pub output: Option<PathBuf>,
+    /// Only stderr (the log) goes to this file; stdout is dropped. `output` wins.
+    pub log: Option<PathBuf>,
     /// Working directory (the embedded SQLite file lands there).
     pub dir: Option<PathBuf>,
     /// The listening host; `127.0.0.1` unless set (the tests still connect to 127.0.0.1).
@@ -416,6 +429,7 @@ pub async fn publish(topic: &str, payloads: &[Vec<u8>]) {
     let mut opts = MqttOptions::new(unique("test-pub"), host, port);
     opts.set_keep_alive(Duration::from_secs(10));
     opts.set_inflight(100);
+    opts.set_max_packet_size(2 << 20, 2 << 20); // room for oversized payloads
     let (client, mut eventloop) = AsyncClient::new(opts, payloads.len().max(10) + 10);
     for p in payloads {
         client
