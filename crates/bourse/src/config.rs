@@ -17,6 +17,8 @@ pub struct Config {
     pub http_addr: Option<String>,
     pub database_url: String,
     pub database_max_connections: u32,
+    /// SQLite only: `full` syncs every commit (survives a power cut), `normal` only checkpoints.
+    pub sqlite_synchronous: bourse_store::SqliteSync,
     /// Apply migrations at start.
     pub migrate: bool,
     /// Unset: an in-process simulated market feeds the ingestor.
@@ -33,6 +35,9 @@ pub struct Config {
     pub ingest_batch: usize,
     /// How long hot reads may be served from memory (milliseconds).
     pub read_cache_ms: u64,
+    /// How often each API replica looks for credential changes it was not notified of
+    /// (milliseconds): the longest a disabled user, an old password or a revoked key still works.
+    pub credentials_check_ms: u64,
     /// Seed demo data (users admin/admin and johndoe/john) into an empty database. Defaults to
     /// true only when no database URL was configured.
     pub demo: Option<bool>,
@@ -115,6 +120,7 @@ impl Default for Config {
             http_addr: None,
             database_url: DEFAULT_DATABASE_URL.into(),
             database_max_connections: 16,
+            sqlite_synchronous: bourse_store::SqliteSync::Full,
             migrate: true,
             mqtt_url: None,
             mqtt_topic: "thndr-trading".into(),
@@ -124,6 +130,7 @@ impl Default for Config {
             feed_stocks: 3,
             ingest_batch: 2000,
             read_cache_ms: 50,
+            credentials_check_ms: 1000,
             demo: None,
             log: "info".into(),
             log_format: LogFormat::Text,

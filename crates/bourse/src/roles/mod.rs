@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub async fn connect(config: &Config) -> anyhow::Result<Store> {
     let opts = ConnectOptions {
         max_connections: config.database_max_connections,
+        sqlite_synchronous: config.sqlite_synchronous,
         ..ConnectOptions::default()
     };
     Store::connect(&config.database_url, &opts)
