@@ -5,35 +5,33 @@
 #  2. placement: one `bourse relay` places the orders of step 1 through `bourse exchange` over
 #     HTTP (0.5 s per placement, 10% failures, as the simulated exchange's default); placed orders/s.
 # Usage: bench/orders.sh [SECONDS]   (intake duration, default 15)
+#        bench/orders.sh [SECONDS] sqlite   (intake only, on a SQLite file, with
+#        BOURSE_SQLITE_SYNCHRONOUS=normal and then full: the cost of durable commits)
 # Needs: a release build (made if BOURSE_BIN is unset), wrk, PostgreSQL on 127.0.0.1.
 source "$(dirname "$0")/lib.sh"
 SECS="${1:-15}"
+ENGINE="${2:-postgres}"
 CONNS=32
 build
 need wrk
-
-new_pg_db
-db="$PG_URL"
-export BOURSE_DATABASE_URL="$db" BOURSE_JWT_SECRET=bench-secret-0123456789 BOURSE_LOG=warn \
-  BOURSE_DEMO=false BOURSE_REQUEST_LOG=
-"$BIN" migrate >/dev/null
-"$BIN" user create --username bench --password benchpw >/dev/null
-
-ex_port="$(free_port)"
-BOURSE_HTTP_ADDR="127.0.0.1:$ex_port" BOURSE_EXCHANGE_LATENCY_MS=500 BOURSE_EXCHANGE_FAILURE_RATE=0.1 \
-  "$BIN" exchange >"$work/exchange.log" 2>&1 &
-pids+=($!)
-api_port="$(free_port)"
-api="http://127.0.0.1:$api_port"
-BOURSE_HTTP_ADDR="127.0.0.1:$api_port" BOURSE_RELAY=off BOURSE_EXCHANGE_URL="http://127.0.0.1:$ex_port" \
-  "$BIN" serve >"$work/serve.log" 2>&1 &
-serve=$!
-pids+=("$serve")
-wait_http "$api/readyz"
-wait_http "http://127.0.0.1:$ex_port/readyz"
+export BOURSE_JWT_SECRET=bench-secret-0123456789 BOURSE_LOG=warn BOURSE_DEMO=false BOURSE_REQUEST_LOG=
 auth="Basic $(printf bench:benchpw | base64)"
 
-# 1. Intake.
+start_serve() { # starts `serve` (relay off) on $BOURSE_DATABASE_URL; sets $api and $serve
+  "$BIN" migrate >/dev/null
+  "$BIN" user create --username bench --password benchpw >/dev/null
+  local port
+  port="$(free_port)"
+  api="http://127.0.0.1:$port"
+  BOURSE_HTTP_ADDR="127.0.0.1:$port" BOURSE_RELAY=off BOURSE_EXCHANGE_URL="http://127.0.0.1:$ex_port" \
+    "$BIN" serve >>"$work/serve.log" 2>&1 &
+  serve=$!
+  pids+=("$serve")
+  wait_http "$api/readyz"
+}
+
+# 1. Intake: sets $rps $p50 $p99 $non2xx $errors $created $intake_rss.
+intake() {
 cat >"$work/post.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -58,6 +56,45 @@ non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/wrk.txt")
 errors=$(awk '/Socket errors/ {print $0}' "$work/wrk.txt")
 created=$(metric "$api" bourse_orders_total)
 intake_rss=$(rss_mb "$serve")
+}
+
+intake_row() { # label
+  printf '| %s | %s | %s | %s | %s | %s | %s MB |\n' \
+    "$1" "$CONNS" "$rps" "$p50" "$p99" "${non2xx:-0}" "$intake_rss"
+  [ -n "$errors" ] && echo "($errors)"
+  echo "(bourse_orders_total{status=\"created\"} after the run: $created)"
+}
+intake_header() {
+  echo "| intake: POST /orders | connections | accepted/s | p50 | p99 | non-2xx | serve peak RSS |"
+  echo "|---|---|---|---|---|---|---|"
+}
+
+ex_port="$(free_port)"
+if [ "$ENGINE" = sqlite ]; then
+  echo
+  echo "Order intake on SQLite ($(nproc) cores shared by wrk and serve; $work is $(df --output=fstype "$work" | tail -1))"
+  echo
+  intake_header
+  for sync in normal full; do
+    export BOURSE_DATABASE_URL="sqlite://$work/orders-$sync.db" BOURSE_SQLITE_SYNCHRONOUS="$sync"
+    start_serve
+    intake
+    kill "$serve"
+    wait "$serve" 2>/dev/null || true
+    intake_row "${SECS}s, Basic auth, synchronous=$sync"
+  done
+  exit 0
+fi
+
+new_pg_db
+db="$PG_URL"
+export BOURSE_DATABASE_URL="$db"
+BOURSE_HTTP_ADDR="127.0.0.1:$ex_port" BOURSE_EXCHANGE_LATENCY_MS=500 BOURSE_EXCHANGE_FAILURE_RATE=0.1 \
+  "$BIN" exchange >"$work/exchange.log" 2>&1 &
+pids+=($!)
+start_serve
+wait_http "http://127.0.0.1:$ex_port/readyz"
+intake
 
 # 2. Placement: one relay drains what step 1 accepted.
 total=$(psql "$db" -Atc "SELECT count(*) FROM outbox")
@@ -98,12 +135,8 @@ relay_rss=$(rss_mb "$relay_pid")
 echo
 echo "Orders on PostgreSQL ($(nproc) cores shared by wrk, serve, relay, exchange and PostgreSQL)"
 echo
-echo "| intake: POST /orders | connections | accepted/s | p50 | p99 | non-2xx | serve peak RSS |"
-echo "|---|---|---|---|---|---|---|"
-printf '| %ss, Basic auth, relay off | %s | %s | %s | %s | %s | %s MB |\n' \
-  "$SECS" "$CONNS" "$rps" "$p50" "$p99" "${non2xx:-0}" "$intake_rss"
-[ -n "$errors" ] && echo "($errors)"
-echo "(bourse_orders_total{status=\"created\"} after the run: $created)"
+intake_header
+intake_row "${SECS}s, Basic auth, relay off"
 echo
 echo "| placement: 1 relay, exchange 0.5 s, 10% failures | orders | placed/s (2-12 s) | placed/s overall | drain time | placed | failed | at exchange | placed twice | relay peak RSS |"
 echo "|---|---|---|---|---|---|---|---|---|---|"

@@ -4,7 +4,9 @@
 //! `Basic` checks the password against its argon2id hash. Because that check is slow by design
 //! and clients send Basic credentials on every request, a successful check is remembered for a
 //! minute under a SHA-256 of the credentials (never the password itself). `Bearer` verifies a JWT
-//! from `/login`; `Token` looks an API key up by its hash (see [`crate::api_key`]).
+//! from `/login`; `Token` looks an API key up by its hash (see [`crate::api_key`]). A change to a
+//! user's credentials, on any replica, makes every replica forget that user's cached entries
+//! (see [`crate::revocation`]).
 //!
 //! When quotas or the request log are on, the credentials are resolved once per request, before
 //! the handler, by the [`crate::gate`] (both need to know who is calling); the extractors
@@ -23,6 +25,7 @@ use bourse_store::users::{Role, User};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -170,13 +173,14 @@ async fn basic(encoded: &str, addr: Option<IpAddr>, ctx: &ApiContext) -> Result<
     if let Some(user) = ctx.credentials.get(&key) {
         return Ok(user);
     }
+    let seen = ctx.credentials.generation();
     ctx.logins
         .one_at_a_time(key, async {
             if let Some(user) = ctx.credentials.get(&key) {
                 return Ok(user);
             }
             let user = check_password(ctx, Scheme::Basic, addr, username, password).await?;
-            ctx.credentials.put(key, user.clone());
+            ctx.credentials.put(key, user.clone(), seen);
             Ok(user)
         })
         .await
@@ -184,7 +188,12 @@ async fn basic(encoded: &str, addr: Option<IpAddr>, ctx: &ApiContext) -> Result<
 
 async fn bearer(token: &str, ctx: &ApiContext) -> Result<User, ApiError> {
     let claims = ctx.jwt.verify(token).ok_or(ApiError::BadCredentials)?;
-    active_user(claims.sub, token, ctx).await
+    let user = active_user(claims.sub, token, ctx).await?;
+    // A token issued before the user's password changed or the user was disabled.
+    if user.token_version != claims.ver {
+        return Err(ApiError::BadCredentials);
+    }
+    Ok(user)
 }
 
 /// An API key: refused at once unless it has the shape of our keys, else looked up by its
@@ -197,13 +206,14 @@ async fn token(key: &str, ctx: &ApiContext) -> Result<User, ApiError> {
     if let Some(user) = ctx.credentials.get(&digest) {
         return Ok(user);
     }
+    let seen = ctx.credentials.generation();
     let user = ctx
         .store
         .user_by_api_key(&hex::encode(digest))
         .await?
         .filter(|u| u.active)
         .ok_or(ApiError::BadCredentials)?;
-    ctx.credentials.put(digest, user.clone());
+    ctx.credentials.put(digest, user.clone(), seen);
     Ok(user)
 }
 
@@ -214,13 +224,14 @@ async fn active_user(id: uuid::Uuid, credential: &str, ctx: &ApiContext) -> Resu
     if let Some(user) = ctx.credentials.get(&key) {
         return Ok(user);
     }
+    let seen = ctx.credentials.generation();
     let user = ctx
         .store
         .user_by_id(id)
         .await?
         .filter(|u| u.active)
         .ok_or(ApiError::BadCredentials)?;
-    ctx.credentials.put(key, user.clone());
+    ctx.credentials.put(key, user.clone(), seen);
     Ok(user)
 }
 
@@ -249,6 +260,9 @@ pub async fn check_password(
 pub struct CredentialCache {
     ttl: Duration,
     entries: Mutex<HashMap<[u8; 32], (Instant, User)>>,
+    /// Counts the times users were forgotten. A lookup that started before one may have read the
+    /// user as they were before the change: [`CredentialCache::put`] then drops its result.
+    generation: AtomicU64,
 }
 
 const MAX_CREDENTIALS: usize = 10_000;
@@ -258,6 +272,20 @@ impl CredentialCache {
         CredentialCache {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// To read before a lookup whose result will be [`put`](CredentialCache::put).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Forgets every entry of these users (their credentials changed).
+    pub fn forget_users(&self, users: &[uuid::Uuid]) {
+        if let Ok(mut map) = self.entries.lock() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            map.retain(|_, (_, user)| !users.contains(&user.id));
         }
     }
 
@@ -268,8 +296,14 @@ impl CredentialCache {
             .map(|(_, u)| u.clone())
     }
 
-    fn put(&self, key: [u8; 32], user: User) {
+    /// Remembers `user`, unless users were forgotten since `seen` (a [`generation`]).
+    ///
+    /// [`generation`]: CredentialCache::generation
+    fn put(&self, key: [u8; 32], user: User, seen: u64) {
         if let Ok(mut map) = self.entries.lock() {
+            if self.generation() != seen {
+                return;
+            }
             if map.len() >= MAX_CREDENTIALS {
                 map.retain(|_, (at, _)| at.elapsed() < self.ttl);
                 if map.len() >= MAX_CREDENTIALS {
@@ -278,5 +312,48 @@ impl CredentialCache {
             }
             map.insert(key, (Instant::now(), user));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> User {
+        User {
+            id: uuid::Uuid::new_v4(),
+            username: name.into(),
+            email: None,
+            role: Role::User,
+            active: true,
+            token_version: 0,
+        }
+    }
+
+    #[test]
+    fn forgetting_a_user_drops_all_their_entries_and_only_theirs() {
+        let cache = CredentialCache::new(Duration::from_secs(60));
+        let (alice, bob) = (user("alice"), user("bob"));
+        let seen = cache.generation();
+        cache.put([1; 32], alice.clone(), seen);
+        cache.put([2; 32], alice.clone(), seen);
+        cache.put([3; 32], bob.clone(), seen);
+        cache.forget_users(&[alice.id]);
+        assert!(cache.get(&[1; 32]).is_none());
+        assert!(cache.get(&[2; 32]).is_none());
+        assert_eq!(cache.get(&[3; 32]).map(|u| u.id), Some(bob.id));
+    }
+
+    #[test]
+    fn a_lookup_that_overlapped_a_change_is_not_remembered() {
+        let cache = CredentialCache::new(Duration::from_secs(60));
+        let alice = user("alice");
+        // The lookup starts, the change is applied meanwhile, then the lookup's answer arrives.
+        let seen = cache.generation();
+        cache.forget_users(&[alice.id]);
+        cache.put([1; 32], alice.clone(), seen);
+        assert!(cache.get(&[1; 32]).is_none());
+        cache.put([1; 32], alice.clone(), cache.generation());
+        assert!(cache.get(&[1; 32]).is_some());
     }
 }

@@ -329,6 +329,7 @@ mod tests {
             email: email.map(String::from),
             role: Role::User,
             active: true,
+            token_version: 0,
         };
         let caller = |credential| Caller {
             addr: None,

@@ -1,6 +1,7 @@
 //! JSON Web Tokens for `POST /login` and `Authorization: Bearer`: HS256, 60-minute expiry.
-//! The token names the user by id; the user is still looked up (and must be active) on use, so
-//! deactivating a user takes effect without waiting for the token to expire.
+//! The token names the user by id and carries their token version; the user is still looked up
+//! on use and must be active with the same version, so disabling a user or changing their
+//! password ends the tokens issued before without waiting for them to expire.
 
 use chrono::Utc;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -15,6 +16,9 @@ pub struct Claims {
     pub username: String,
     pub iat: i64,
     pub exp: i64,
+    /// The user's token version at issue (absent in tokens from before versions: 0).
+    #[serde(default)]
+    pub ver: i64,
 }
 
 pub struct JwtKeys {
@@ -35,13 +39,14 @@ impl JwtKeys {
         }
     }
 
-    pub fn issue(&self, user: Uuid, username: &str) -> anyhow::Result<String> {
+    pub fn issue(&self, user: Uuid, username: &str, version: i64) -> anyhow::Result<String> {
         let now = Utc::now().timestamp();
         let claims = Claims {
             sub: user,
             username: username.to_string(),
             iat: now,
             exp: now + TOKEN_LIFETIME_SECS,
+            ver: version,
         };
         Ok(encode(
             &Header::new(Algorithm::HS256),
@@ -66,9 +71,10 @@ mod tests {
     fn issues_and_verifies() {
         let keys = JwtKeys::new(b"secret");
         let id = Uuid::new_v4();
-        let token = keys.issue(id, "alice").unwrap();
+        let token = keys.issue(id, "alice", 3).unwrap();
         let claims = keys.verify(&token).unwrap();
         assert_eq!(claims.sub, id);
+        assert_eq!(claims.ver, 3);
         assert_eq!(claims.exp - claims.iat, TOKEN_LIFETIME_SECS);
         assert!(
             JwtKeys::new(b"other").verify(&token).is_none(),
@@ -80,6 +86,19 @@ mod tests {
     }
 
     #[test]
+    fn tokens_from_before_versions_read_as_version_zero() {
+        let keys = JwtKeys::new(b"secret");
+        let claims = serde_json::json!({
+            "sub": Uuid::new_v4(),
+            "username": "a",
+            "iat": 0,
+            "exp": Utc::now().timestamp() + 100,
+        });
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
+        assert_eq!(keys.verify(&token).unwrap().ver, 0);
+    }
+
+    #[test]
     fn refuses_expired_tokens() {
         let keys = JwtKeys::new(b"secret");
         let claims = Claims {
@@ -87,6 +106,7 @@ mod tests {
             username: "a".into(),
             iat: 0,
             exp: Utc::now().timestamp() - 1,
+            ver: 0,
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
         assert!(keys.verify(&token).is_none());
@@ -100,6 +120,7 @@ mod tests {
             username: "a".into(),
             iat: 0,
             exp: Utc::now().timestamp() + 100,
+            ver: 0,
         };
         let token = encode(
             &Header::new(Algorithm::HS512),

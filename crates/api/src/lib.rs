@@ -31,6 +31,7 @@ pub mod openapi;
 pub mod password;
 pub mod quota;
 pub mod request_log;
+pub mod revocation;
 pub mod routes;
 pub mod series_cache;
 pub mod server;

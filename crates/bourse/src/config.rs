@@ -24,6 +24,8 @@ pub struct Config {
     pub database_url: SecretString,
     /// Database connection pool size.
     pub database_max_connections: u32,
+    /// SQLite only: `full` syncs every commit (survives a power cut), `normal` only checkpoints.
+    pub sqlite_synchronous: bourse_store::SqliteSync,
     /// Apply migrations at start.
     pub migrate: bool,
     /// Unset: an in-process simulated market feeds the ingestor.
@@ -59,6 +61,9 @@ pub struct Config {
     pub retention_batch: u32,
     /// How long hot reads may be served from memory (milliseconds).
     pub read_cache_ms: u64,
+    /// How often each API replica looks for credential changes it was not notified of
+    /// (milliseconds): the longest a disabled user, an old password or a revoked key still works.
+    pub credentials_check_ms: u64,
     /// Seed demo data (users admin/admin and johndoe/john) into an empty database. Defaults to
     /// true only when no database URL was configured.
     pub demo: Option<bool>,
@@ -200,6 +205,7 @@ impl Default for Config {
             http_addr: None,
             database_url: DEFAULT_DATABASE_URL.into(),
             database_max_connections: 16,
+            sqlite_synchronous: bourse_store::SqliteSync::Full,
             migrate: true,
             mqtt_url: None,
             mqtt_topic: "thndr-trading".into(),
@@ -217,6 +223,7 @@ impl Default for Config {
             retention_interval_secs: 60,
             retention_batch: 1000,
             read_cache_ms: 50,
+            credentials_check_ms: 1000,
             demo: None,
             log: "info".into(),
             log_format: LogFormat::Text,

@@ -221,11 +221,29 @@ enum UserCommand {
     /// Create a user (or an admin with --admin).
     Create(UserCreateArgs),
     /// Issue a new API key for a user and print it (shown once; use it as `Authorization: Token <key>`).
-    Token(UserTokenArgs),
+    Token(UserArgs),
+    /// Refuse every credential of a user (password, API keys, login tokens) on every replica.
+    Disable(UserArgs),
+    /// Accept a disabled user's password and API keys again (their old login tokens stay ended).
+    Enable(UserArgs),
+    /// Set a user's password (asked on a terminal, else read from stdin's first line, or
+    /// --password); the old password and the user's login tokens stop working.
+    Password(UserPasswordArgs),
+    /// Revoke every API key of a user.
+    RevokeKeys(UserArgs),
 }
 
 #[derive(Args)]
-struct UserTokenArgs {
+struct UserPasswordArgs {
+    #[command(flatten)]
+    user: UserArgs,
+    /// The new password (visible to other local users in the process list: prefer stdin).
+    #[arg(long)]
+    password: Option<String>,
+}
+
+#[derive(Args)]
+struct UserArgs {
     #[command(flatten)]
     db: DbArgs,
     /// The user (for users from POST /register: their email).
@@ -275,6 +293,15 @@ fn configure(file: Option<&Path>, flags: &impl Serialize) -> anyhow::Result<Conf
     let config = Config::load(file, flags)?;
     telemetry::init_logging(&config);
     Ok(config)
+}
+
+async fn user_change(
+    file: Option<&Path>,
+    args: &UserArgs,
+    what: roles::user::Lifecycle,
+) -> anyhow::Result<()> {
+    let config = configure(file, &args.db)?;
+    roles::user::change(&config, &args.username, what).await
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -343,6 +370,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(UserCommand::Token(args)) => {
             let config = configure(file, &args.db)?;
             roles::user::token(&config, &args.username).await
+        }
+        Command::User(UserCommand::Disable(args)) => {
+            user_change(file, &args, roles::user::Lifecycle::Disable).await
+        }
+        Command::User(UserCommand::Enable(args)) => {
+            user_change(file, &args, roles::user::Lifecycle::Enable).await
+        }
+        Command::User(UserCommand::Password(args)) => {
+            let what = roles::user::Lifecycle::Password(args.password);
+            user_change(file, &args.user, what).await
+        }
+        Command::User(UserCommand::RevokeKeys(args)) => {
+            user_change(file, &args, roles::user::Lifecycle::RevokeKeys).await
         }
     }
 }

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod bars;
+pub mod credentials;
 mod error;
 pub mod feed;
 pub mod group_commit;
@@ -36,6 +37,7 @@ pub mod testing;
 
 pub use error::StoreError;
 
+use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
@@ -84,6 +86,7 @@ pub struct Store {
 pub struct ConnectOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    pub sqlite_synchronous: SqliteSync,
 }
 
 impl Default for ConnectOptions {
@@ -91,8 +94,22 @@ impl Default for ConnectOptions {
         ConnectOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            sqlite_synchronous: SqliteSync::default(),
         }
     }
+}
+
+/// When a SQLite commit reaches the disk (`PRAGMA synchronous`; the journal is WAL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// The WAL is synced at every commit: an answered write (a 201 order, a new user or key)
+    /// survives a power cut.
+    #[default]
+    Full,
+    /// The WAL is synced at checkpoints only: a power cut can lose the last commits (the file
+    /// stays consistent). A process crash loses nothing either way.
+    Normal,
 }
 
 impl Store {
@@ -117,7 +134,10 @@ impl Store {
                     .map_err(|e| StoreError::InvalidUrl(e.to_string()))?
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
+                    .synchronous(match opts.sqlite_synchronous {
+                        SqliteSync::Full => SqliteSynchronous::Full,
+                        SqliteSync::Normal => SqliteSynchronous::Normal,
+                    })
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_secs(5));
                 let write = SqlitePoolOptions::new()
@@ -174,5 +194,35 @@ impl Store {
                 write.close().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `PRAGMA synchronous` of the connection that commits every write: 2 is FULL, 1 NORMAL.
+    async fn synchronous(sync: SqliteSync) -> i64 {
+        let db = testing::TestDb::sqlite();
+        let opts = ConnectOptions {
+            sqlite_synchronous: sync,
+            ..ConnectOptions::default()
+        };
+        let store = Store::connect(&db.url, &opts).await.unwrap();
+        let Db::Sqlite { write, .. } = &store.db else {
+            unreachable!("a SQLite URL")
+        };
+        let level = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(write)
+            .await
+            .unwrap();
+        store.close().await;
+        level
+    }
+
+    #[tokio::test]
+    async fn sqlite_commits_are_synced_unless_told_otherwise() {
+        assert_eq!(synchronous(SqliteSync::default()).await, 2);
+        assert_eq!(synchronous(SqliteSync::Normal).await, 1);
     }
 }

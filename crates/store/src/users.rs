@@ -36,6 +36,8 @@ pub struct User {
     pub email: Option<String>,
     pub role: Role,
     pub active: bool,
+    /// Login tokens carry this and end when it changes (disable, password change).
+    pub token_version: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -72,7 +74,7 @@ fn key_taken(e: sqlx::Error) -> StoreError {
     StoreError::from_insert(e, "API key already exists")
 }
 
-const COLUMNS: &str = "id, username, email, role, active, password_hash";
+const COLUMNS: &str = "id, username, email, role, active, password_hash, token_version";
 
 /// An API key as stored: its hash and a short prefix, never the key itself (hashing happens
 /// above this layer, like password hashing).
@@ -168,6 +170,7 @@ impl Store {
             email: new.email.clone(),
             role: new.role,
             active: true,
+            token_version: 0,
         })
     }
 
@@ -244,6 +247,7 @@ impl Store {
                         email: r.try_get(2)?,
                         role: Role::parse(&r.try_get::<String, _>(3)?)?,
                         active: r.try_get(4)?,
+                        token_version: r.try_get(6)?,
                     },
                     password_hash: r.try_get(5)?,
                 }))
@@ -267,6 +271,7 @@ impl Store {
                         email: r.try_get(2)?,
                         role: Role::parse(&r.try_get::<String, _>(3)?)?,
                         active: r.try_get::<i64, _>(4)? != 0,
+                        token_version: r.try_get(6)?,
                     },
                     password_hash: r.try_get(5)?,
                 }))

@@ -677,6 +677,7 @@ mod tests {
             email: None,
             role: Role::User,
             active: true,
+            token_version: 0,
         };
         let addr = Some("192.0.2.1".parse().unwrap());
         let valid = Caller {

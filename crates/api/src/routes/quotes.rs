@@ -50,7 +50,7 @@ pub async fn login(
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Json<TokenView>, ApiError> {
     let user = check_password(&ctx, Scheme::Login, addr, &body.username, &body.password).await?;
-    let token = ctx.jwt.issue(user.id, &user.username)?;
+    let token = ctx.jwt.issue(user.id, &user.username, user.token_version)?;
     Ok(Json(TokenView { token }))
 }
 

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub async fn connect(config: &Config) -> anyhow::Result<Store> {
     let opts = ConnectOptions {
         max_connections: config.database_max_connections,
+        sqlite_synchronous: config.sqlite_synchronous,
         ..ConnectOptions::default()
     };
     let url = config.database_url.expose_secret();

@@ -55,6 +55,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let loopback = listener.local_addr()?.ip().is_loopback();
         seed_demo(&store, config.database_is_default() && loopback).await?;
     }
+    let credential_changes = store
+        .watch_credentials(Duration::from_millis(config.credentials_check_ms))
+        .await
+        .context("cannot follow credential changes")?;
 
     let shutdown = CancellationToken::new();
     let (events, _) = broadcast::channel(4096);
@@ -145,6 +149,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             traffic,
             logins,
         },
+    );
+    // A user's cached credentials are dropped when they change (`bourse user disable` …).
+    bourse_api::revocation::forget_on_changes(
+        ctx.credentials.clone(),
+        credential_changes,
+        shutdown.clone(),
     );
     // Cached time series of a symbol are dropped when one of its ticks commits here.
     bourse_api::series_cache::invalidate_on_ticks(
