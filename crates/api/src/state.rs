@@ -4,6 +4,7 @@ use crate::auth::CredentialCache;
 use crate::cache::StockCache;
 use crate::caller::ClientAddrSource;
 use crate::jwt::JwtKeys;
+use crate::page::Paging;
 use crate::quota::Quota;
 use crate::request_log::RequestLog;
 use crate::series_cache::SeriesCache;
@@ -69,6 +70,8 @@ pub struct Shared {
     pub quota: Option<Arc<Quota>>,
     /// The request log; `None` when off.
     pub request_log: Option<RequestLog>,
+    /// Page sizes of the series and `/stocks`.
+    pub paging: Paging,
 }
 
 /// What the API needs from the outside besides the store.
@@ -76,6 +79,7 @@ pub struct Services {
     pub jwt: JwtKeys,
     pub quotes: Arc<dyn QuoteClient>,
     pub traffic: Traffic,
+    pub paging: Paging,
 }
 
 /// Quotas, the request log and how the client address is found: everything that watches the
@@ -112,6 +116,7 @@ impl ApiContext {
             client_addr: Arc::new(services.traffic.client_addr),
             quota: services.traffic.quota.map(Arc::new),
             request_log: services.traffic.request_log,
+            paging: services.paging,
         }))
     }
 }

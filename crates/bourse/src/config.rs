@@ -93,6 +93,10 @@ pub struct Config {
     pub request_log_max_bytes: u64,
     /// Rotated request logs kept (`.1` … `.N`).
     pub request_log_keep: usize,
+    /// Rows per page of the time series and `GET /stocks` when `limit` is not given.
+    pub page_default: u32,
+    /// Largest `limit` those accept; above it a 400.
+    pub page_max: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +158,8 @@ impl Default for Config {
             request_log: "apicalls.log".into(),
             request_log_max_bytes: 10 * 1024 * 1024,
             request_log_keep: 5,
+            page_default: 5_000,
+            page_max: 10_000,
         }
     }
 }

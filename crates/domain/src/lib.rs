@@ -18,6 +18,8 @@ pub use bar::{Bar, BarError, Ohlcv, SeriesKind};
 pub use indicators::{Indicator, IndicatorError, IndicatorSeries};
 pub use money::Price;
 pub use registration::Registration;
-pub use resample::{resample, Bin, Frequency, Resample, ResampleError, ResampledBar};
+pub use resample::{
+    resample, resample_anchored, Bin, Frequency, Resample, ResampleError, ResampledBar,
+};
 pub use tick::{Tick, TickError};
 pub use validation::{FieldError, ValidationErrors};

@@ -127,6 +127,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             jwt,
             quotes: quote_client,
             traffic,
+            paging: bourse_api::page::Paging::new(config.page_default, config.page_max)
+                .map_err(anyhow::Error::msg)?,
         },
     );
     // Cached time series of a symbol are dropped when one of its ticks commits here.
