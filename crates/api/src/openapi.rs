@@ -88,8 +88,8 @@ pub struct ErrorView {
 
 /// The document as served: the annotations' one, with what they cannot say themselves: the
 /// configured page maximum, the 429 of the quotas (every route but operations), the 413 of the
-/// body limit, and the error body on every 4xx/5xx.
-pub fn document(paging: Paging) -> utoipa::openapi::OpenApi {
+/// body limit, the error body on every 4xx/5xx, and the names a multipart part can have.
+pub fn document(paging: Paging) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, item) in paths.iter_mut() {
@@ -102,7 +102,7 @@ pub fn document(paging: Paging) -> utoipa::openapi::OpenApi {
             }
         }
     }
-    serde_json::from_value(doc).unwrap_or_else(|_| ApiDoc::openapi())
+    doc
 }
 
 /// The routes whose `limit` maximum is `BOURSE_PAGE_MAX`.
@@ -112,7 +112,8 @@ fn complete_operation(op: &mut Value, paging: Option<Paging>) {
     let operations = op["tags"]
         .as_array()
         .is_some_and(|t| t.iter().any(|t| t == "operations"));
-    if let (Some(paging), Some(params)) = (paging, op["parameters"].as_array_mut()) {
+    let params = op.get_mut("parameters").and_then(Value::as_array_mut);
+    if let (Some(paging), Some(params)) = (paging, params) {
         for p in params.iter_mut().filter(|p| p["name"] == "limit") {
             p["schema"]["maximum"] = json!(paging.max);
             p["description"] = json!(format!(
@@ -121,8 +122,21 @@ fn complete_operation(op: &mut Value, paging: Option<Paging>) {
             ));
         }
     }
+    // A multipart part's name travels in a header: no control character or quote can be sent.
+    if let Some(multipart) = op
+        .pointer_mut("/requestBody/content/multipart~1form-data")
+        .and_then(Value::as_object_mut)
+    {
+        if let Some(schema) = multipart.remove("schema") {
+            multipart.insert(
+                "schema".into(),
+                json!({"allOf": [schema],
+                       "propertyNames": {"pattern": "^[^\\x00-\\x1f\\x7f\"]*$"}}),
+            );
+        }
+    }
     let has_body = op.get("requestBody").is_some();
-    let Some(responses) = op["responses"].as_object_mut() else {
+    let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
         return;
     };
     if !operations {
@@ -145,5 +159,7 @@ fn complete_operation(op: &mut Value, paging: Option<Paging>) {
 }
 
 pub fn docs(paging: Paging) -> Router<ApiContext> {
-    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", document(paging)))
+    // Served as JSON: utoipa's types have no `propertyNames`.
+    Router::new()
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", document(paging)))
 }

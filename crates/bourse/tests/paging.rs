@@ -137,7 +137,7 @@ async fn minute_series_pages_cover_every_row_once(engine: Engine) {
         assert_eq!(whole.len(), 1, "{query}: one page of 10,000");
         let paged = follow(
             &server,
-            &format!("/stocks/time-series/MIN?{query}&limit=333"),
+            &format!("/stocks/time-series/MIN?{query}&limit=50"),
             None,
         )
         .await;
