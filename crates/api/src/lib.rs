@@ -28,6 +28,7 @@ pub mod http_metrics;
 pub mod jwt;
 pub mod login;
 pub mod openapi;
+pub mod page;
 pub mod password;
 pub mod quota;
 pub mod request_log;
@@ -61,7 +62,7 @@ pub fn app(ctx: ApiContext) -> Router {
         .merge(api.clone())
         .nest("/api/v1", api)
         .merge(routes::ops::router())
-        .merge(openapi::docs())
+        .merge(openapi::docs(ctx.paging))
         .merge(dashboard::router())
         .fallback(routes::not_found);
     if ctx.quota.is_some() || ctx.request_log.is_some() {

@@ -1,11 +1,13 @@
 //! The OpenAPI document, generated from the handlers' annotations, and the docs UI (Swagger UI
 //! bundled into the binary at build time, so `/docs` works with no internet at build or run time).
 
+use crate::page::Paging;
 use crate::routes::{ops, orders, quotes, register, series, stocks, symbol};
 use crate::ApiContext;
 use axum::Router;
+use serde_json::{json, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
 #[derive(OpenApi)]
@@ -25,6 +27,7 @@ use utoipa_swagger_ui::SwaggerUi;
         orders::OrderBody, orders::CreatedOrderView, orders::OrderView, orders::OrderEventView,
         series::TimeSeriesRow, series::IndicatorRow,
         register::RegisterBody, symbol::SymbolView,
+        ErrorView, crate::routes::TimeBound, stocks::AnalysisBody, orders::OrderFields,
     )),
     modifiers(&Security),
     tags(
@@ -67,6 +70,96 @@ impl Modify for Security {
     }
 }
 
-pub fn docs() -> Router<ApiContext> {
-    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+/// The body of every error answer (see [`crate::ApiError`]).
+#[derive(serde::Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorView {
+    message: String,
+    /// 401 and 429: the same text, as Django REST framework clients read it.
+    detail: Option<String>,
+    /// 404 of a stock id (seed 000's clients read it).
+    error: Option<String>,
+    /// A quote provider's error code (502, 503, 504).
+    code: Option<String>,
+    /// 422: one entry per invalid field.
+    #[schema(value_type = Option<Vec<Object>>)]
+    errors: Option<Vec<serde_json::Value>>,
+}
+
+/// The document as served: the annotations' one, with what they cannot say themselves: the
+/// configured page maximum, the 429 of the quotas (every route but operations), the 413 of the
+/// body limit, the error body on every 4xx/5xx, and the names a multipart part can have.
+pub fn document(paging: Paging) -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, item) in paths.iter_mut() {
+            let paged = PAGED_BY_SETTING.contains(&path.as_str());
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for op in item.values_mut() {
+                complete_operation(op, paged.then_some(paging));
+            }
+        }
+    }
+    doc
+}
+
+/// The routes whose `limit` maximum is `BOURSE_PAGE_MAX`.
+const PAGED_BY_SETTING: [&str; 2] = ["/stocks", "/stocks/time-series/{symbol}"];
+
+fn complete_operation(op: &mut Value, paging: Option<Paging>) {
+    let operations = op["tags"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t == "operations"));
+    let params = op.get_mut("parameters").and_then(Value::as_array_mut);
+    if let (Some(paging), Some(params)) = (paging, params) {
+        for p in params.iter_mut().filter(|p| p["name"] == "limit") {
+            p["schema"]["maximum"] = json!(paging.max);
+            p["description"] = json!(format!(
+                "Rows per page (default {}, at most {}; above: 400).",
+                paging.default, paging.max
+            ));
+        }
+    }
+    // A multipart part's name travels in a header: no control character or quote can be sent.
+    if let Some(multipart) = op
+        .pointer_mut("/requestBody/content/multipart~1form-data")
+        .and_then(Value::as_object_mut)
+    {
+        if let Some(schema) = multipart.remove("schema") {
+            multipart.insert(
+                "schema".into(),
+                json!({"allOf": [schema],
+                       "propertyNames": {"pattern": "^[^\\x00-\\x1f\\x7f\"]*$"}}),
+            );
+        }
+    }
+    let has_body = op.get("requestBody").is_some();
+    let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if !operations {
+        responses.entry("429").or_insert_with(|| {
+            json!({"description": "a quota is used up; `Retry-After` says when to retry",
+                   "headers": {"Retry-After": {"schema": {"type": "integer"}}}})
+        });
+    }
+    if has_body {
+        responses
+            .entry("413")
+            .or_insert_with(|| json!({"description": "the body is over 64 KiB"}));
+    }
+    for (status, response) in responses.iter_mut() {
+        if status.as_str() >= "400" && response.get("content").is_none() {
+            response["content"] = json!({"application/json": {
+                "schema": {"$ref": "#/components/schemas/ErrorView"}}});
+        }
+    }
+}
+
+pub fn docs(paging: Paging) -> Router<ApiContext> {
+    // Served as JSON: utoipa's types have no `propertyNames`.
+    Router::new()
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", document(paging)))
 }

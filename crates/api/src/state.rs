@@ -5,6 +5,7 @@ use crate::cache::StockCache;
 use crate::caller::ClientAddrSource;
 use crate::jwt::JwtKeys;
 use crate::login::Logins;
+use crate::page::Paging;
 use crate::quota::Quota;
 use crate::request_log::RequestLog;
 use crate::series_cache::SeriesCache;
@@ -75,6 +76,8 @@ pub struct Shared {
     pub streams: Arc<Semaphore>,
     /// Longest a request may run before it is answered with a timeout.
     pub request_timeout: Duration,
+    /// Page sizes of the series and `/stocks`.
+    pub paging: Paging,
 }
 
 /// Bounds on the API's memory and time, from the configuration.
@@ -109,6 +112,7 @@ pub struct Services {
     pub quotes: Arc<dyn QuoteClient>,
     pub traffic: Traffic,
     pub logins: Logins,
+    pub paging: Paging,
 }
 
 /// Quotas, the request log and how the client address is found: everything that watches the
@@ -154,6 +158,7 @@ impl ApiContext {
             request_log: services.traffic.request_log,
             streams: Arc::new(Semaphore::new(limits.max_streams)),
             request_timeout: limits.request_timeout,
+            paging: services.paging,
         }))
     }
 }

@@ -127,7 +127,7 @@ async fn resample_db(url: &str, symbol: &str, frequency: &str, runs: usize) -> a
         rust.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         if store
-            .resample_in_database(symbol, None, None, spec, PushDown::Always)
+            .resample_in_database(symbol, None, None, spec, PushDown::Always, None)
             .await?
             .is_some()
         {

@@ -171,6 +171,10 @@ pub struct Config {
     /// Quote requests in one RabbitMQ message: the most the API's client sends, and the most
     /// the quote service answers (a larger or unknown message is refused, no upstream call).
     pub quote_max_batch: usize,
+    /// Rows per page of the time series and `GET /stocks` when `limit` is not given.
+    pub page_default: u32,
+    /// Largest `limit` those accept; above it a 400.
+    pub page_max: u32,
 }
 
 /// Figment layers the defaults through serde: secrets are written out for it only.
@@ -270,6 +274,8 @@ impl Default for Config {
             series_cache_bytes: 64 << 20,
             quote_cache_bytes: 8 << 20,
             quote_max_batch: 32,
+            page_default: 5_000,
+            page_max: 10_000,
         }
     }
 }

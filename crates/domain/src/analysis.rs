@@ -4,9 +4,11 @@
 //! a `DOWN` target when the price reaches or passes it from above. Once hit, it stays hit until a
 //! new analysis replaces it, so a price that crosses back does not erase the event.
 
-use crate::money::{decimal_from_json_number, Price};
+use crate::money::{check_price, decimal_from_json_number, Price};
+
+/// Decimal places an analyst target may have.
+pub const TARGET_DECIMALS: u32 = 8;
 use crate::validation::ValidationErrors;
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -64,11 +66,13 @@ impl NewAnalysis {
                 None
             }
             Some(Value::Number(n)) => match decimal_from_json_number(n) {
-                Some(t) if t > Decimal::ZERO => Some(t),
-                Some(_) => {
-                    errors.push("target", "must be greater than 0");
-                    None
-                }
+                Some(t) => match check_price(t, TARGET_DECIMALS) {
+                    Ok(t) => Some(t),
+                    Err(m) => {
+                        errors.push("target", m);
+                        None
+                    }
+                },
                 None => {
                     errors.push("target", "must be a decimal number");
                     None
@@ -130,6 +134,7 @@ impl Analysis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rust_decimal::Decimal;
     use serde_json::json;
 
     fn d(v: i64) -> Decimal {

@@ -43,6 +43,8 @@ pub use bar::{Bar, BarError, Ohlcv, SeriesKind};
 pub use indicators::{Indicator, IndicatorError, IndicatorSeries};
 pub use money::Price;
 pub use registration::Registration;
-pub use resample::{resample, Bin, Frequency, Resample, ResampleError, ResampledBar};
+pub use resample::{
+    resample, resample_anchored, Bin, Frequency, Resample, ResampleError, ResampledBar,
+};
 pub use tick::{Tick, TickError, TickLimits};
 pub use validation::{FieldError, ValidationErrors};

@@ -9,6 +9,28 @@ use std::str::FromStr;
 
 pub type Price = Decimal;
 
+/// Largest price a client may send (a limit price, an analyst target): far above any share
+/// price, and well inside what every engine stores exactly. Documented in the OpenAPI schemas.
+pub const MAX_PRICE: i64 = 1_000_000_000;
+
+/// Checks a client's price: `> 0`, at most [`MAX_PRICE`], at most `decimals` decimal places.
+pub fn check_price(price: Decimal, decimals: u32) -> Result<Decimal, &'static str> {
+    let price = price.normalize();
+    if price <= Decimal::ZERO {
+        Err("must be greater than 0")
+    } else if price > Decimal::from(MAX_PRICE) {
+        Err("must be at most 1000000000")
+    } else if price.scale() > decimals {
+        Err(if decimals == 2 {
+            "must have at most 2 decimals"
+        } else {
+            "must have at most 8 decimals"
+        })
+    } else {
+        Ok(price)
+    }
+}
+
 /// Parses a decimal from JSON-number text, including exponents (`1e3`) that `Decimal::from_str`
 /// rejects.
 pub fn parse_decimal(text: &str) -> Option<Decimal> {

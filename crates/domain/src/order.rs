@@ -8,7 +8,6 @@
 
 use crate::money::{decimal_from_json_number, Price};
 use crate::validation::ValidationErrors;
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -116,10 +115,13 @@ pub struct Instrument(String);
 
 impl Instrument {
     pub fn parse(text: &str) -> Result<Self, &'static str> {
-        if text.chars().count() == INSTRUMENT_LEN {
-            Ok(Instrument(text.to_string()))
-        } else {
+        if text.chars().count() != INSTRUMENT_LEN {
             Err("must be exactly 12 characters")
+        } else if text.chars().any(char::is_control) {
+            // PostgreSQL's text refuses NUL; no instrument code holds a control character.
+            Err("must not contain control characters")
+        } else {
+            Ok(Instrument(text.to_string()))
         }
     }
 
@@ -158,14 +160,7 @@ pub struct LimitPrice(Price);
 
 impl LimitPrice {
     pub fn new(price: Price) -> Result<Self, &'static str> {
-        let price = price.normalize();
-        if price <= Decimal::ZERO {
-            Err("must be greater than 0")
-        } else if price.scale() > PRICE_DECIMALS {
-            Err("must have at most 2 decimals")
-        } else {
-            Ok(LimitPrice(price))
-        }
+        crate::money::check_price(price, PRICE_DECIMALS).map(LimitPrice)
     }
 
     pub fn get(self) -> Price {
@@ -276,7 +271,12 @@ impl NewOrder {
                 None
             }
             Some(Value::Number(n)) => {
-                if let Some(i) = n.as_i64() {
+                // `2.0` is the integer 2 to JSON Schema, as to most JSON writers.
+                let whole = n
+                    .as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+                    .map(|f| f as i64);
+                if let Some(i) = n.as_i64().or(whole) {
                     match Quantity::new(i) {
                         Ok(q) => Some(q),
                         Err(m) => {
@@ -412,6 +412,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rust_decimal::Decimal;
     use serde_json::json;
     use std::str::FromStr;
 

@@ -182,6 +182,25 @@ impl Resample {
     }
 }
 
+impl Resample {
+    /// `bins` consecutive bins of the series anchored at `anchor`'s period, starting with the bin
+    /// that holds `time`: what one page of a resampled series covers. `None` beyond chrono's
+    /// range; the window's `end` is `None` when it is unbounded above.
+    pub fn window(self, anchor: DateTime<Utc>, time: DateTime<Utc>, bins: u32) -> Option<Bin> {
+        let frequency = self.frequency;
+        let interval = i64::from(self.interval.get());
+        let anchor = frequency.period_index(anchor);
+        let first =
+            anchor + (frequency.period_index(time) - anchor).div_euclid(interval) * interval;
+        let start = frequency.period_start(first)?;
+        let end = interval
+            .checked_mul(i64::from(bins))
+            .and_then(|n| first.checked_add(n))
+            .and_then(|i| frequency.period_start(i));
+        Some(Bin { start, end })
+    }
+}
+
 /// One row of a resampled series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResampledBar {
@@ -204,12 +223,26 @@ crate::impl_ohlcv!(ResampledBar, period_start);
 /// Out-of-order input is not detected as an error (that would cost a check the sorted case does
 /// not need): a bar earlier than its predecessor's bin simply opens a new row.
 pub fn resample<B: Ohlcv>(bars: &[B], spec: Resample) -> Vec<ResampledBar> {
-    let Some(first) = bars.first() else {
+    match bars.first() {
+        Some(first) => resample_anchored(bars, spec, first.time()),
+        None => Vec::new(),
+    }
+}
+
+/// [`resample`] with the bins anchored at the period holding `anchor` rather than the first
+/// bar's: a page of a resampled series starts at a bin boundary of the whole range's bins
+/// ([`Resample::window`]), which its own first bar need not be.
+pub fn resample_anchored<B: Ohlcv>(
+    bars: &[B],
+    spec: Resample,
+    anchor: DateTime<Utc>,
+) -> Vec<ResampledBar> {
+    if bars.is_empty() {
         return Vec::new();
-    };
+    }
     let frequency = spec.frequency;
     let interval = i64::from(spec.interval.get());
-    let anchor = frequency.period_index(first.time());
+    let anchor = frequency.period_index(anchor);
 
     // Upper bound on the number of rows when the input is sorted; avoids regrowing the output.
     let last = bars
@@ -353,6 +386,51 @@ mod tests {
             Resample::parse("Yearly", Some("1")),
             Err(ResampleError::UnknownFrequency(_))
         ));
+    }
+
+    #[test]
+    fn pages_of_windows_resample_like_the_whole() {
+        use chrono::Timelike;
+        // Bars every 5 hours for a year, with a hole of two months.
+        let bars: Vec<crate::Bar> = (0..1_750)
+            .map(|i| t(2020, 1, 1, 0, 0) + chrono::TimeDelta::hours(5 * i))
+            .filter(|time| !(time.month() == 5 || time.month() == 6))
+            .map(|time| crate::Bar {
+                symbol: "X".into(),
+                time,
+                open: Decimal::from(time.hour()),
+                high: Decimal::from(time.day()),
+                low: Decimal::ONE,
+                close: Decimal::from(time.month()),
+                volume: 1,
+            })
+            .collect();
+        for frequency in Frequency::ALL {
+            for interval in [1, 3, 7] {
+                let spec = Resample::new(frequency, interval).unwrap();
+                let whole = resample(&bars, spec);
+                let anchor = bars[0].time;
+                // Pages of 4 bins, each from the bin of the first bar after the last page.
+                let mut paged = Vec::new();
+                let mut from = anchor;
+                while let Some(next) = bars.iter().find(|b| b.time >= from) {
+                    let window = spec.window(anchor, next.time, 4).unwrap();
+                    let inside: Vec<crate::Bar> = bars
+                        .iter()
+                        .filter(|b| b.time >= window.start && window.end.is_none_or(|e| b.time < e))
+                        .cloned()
+                        .collect();
+                    let rows = resample_anchored(&inside, spec, window.start);
+                    assert!(!rows.is_empty() && rows.len() <= 4, "{spec:?}");
+                    paged.extend(rows);
+                    match window.end {
+                        Some(end) => from = end,
+                        None => break,
+                    }
+                }
+                assert_eq!(paged, whole, "{spec:?}");
+            }
+        }
     }
 
     #[test]

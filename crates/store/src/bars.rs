@@ -322,18 +322,31 @@ impl Store {
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> Result<Vec<SeriesBar>, StoreError> {
+        self.bars_limited(symbol, from, to, None).await
+    }
+
+    /// [`Store::bars`], the first `limit` of them at most: one page of a series.
+    pub async fn bars_limited(
+        &self,
+        symbol: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        limit: Option<u32>,
+    ) -> Result<Vec<SeriesBar>, StoreError> {
         let from = from.unwrap_or_else(lower_bound);
         let to = to.unwrap_or_else(upper_bound);
+        let limit = limit.map_or(i64::MAX, i64::from);
         let mut out = Vec::new();
         match &self.db {
             Db::Postgres(pool) => {
                 let mut rows = sqlx::query(
                     "SELECT ts, open, high, low, close, volume FROM bars \
-                     WHERE symbol = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts",
+                     WHERE symbol = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts LIMIT $4",
                 )
                 .bind(symbol)
                 .bind(from)
                 .bind(to)
+                .bind(limit)
                 .fetch(pool);
                 while let Some(r) = rows.try_next().await? {
                     out.push(pg_series_bar(&r)?);
@@ -342,11 +355,12 @@ impl Store {
             Db::Sqlite { read, .. } => {
                 let mut rows = sqlx::query(
                     "SELECT ts, open, high, low, close, volume FROM bars \
-                     WHERE symbol = ? AND ts >= ? AND ts <= ? ORDER BY ts",
+                     WHERE symbol = ? AND ts >= ? AND ts <= ? ORDER BY ts LIMIT ?",
                 )
                 .bind(symbol)
                 .bind(micros(from))
                 .bind(micros(to))
+                .bind(limit)
                 .fetch(read);
                 while let Some(r) = rows.try_next().await? {
                     out.push(SeriesBar {
@@ -405,6 +419,9 @@ impl Store {
     /// `None` means "resample in Rust instead": always on SQLite, and with
     /// [`PushDown::WhenCoarse`] when the bins are not much coarser than the bars (see
     /// [`PUSH_DOWN_MIN_BARS_PER_BIN`]).
+    ///
+    /// With `anchor`, the bins are anchored at its period instead of the first bar's (see
+    /// [`bourse_domain::resample_anchored`]): one page of a longer series.
     pub async fn resample_in_database(
         &self,
         symbol: &str,
@@ -412,6 +429,7 @@ impl Store {
         to: Option<DateTime<Utc>>,
         spec: Resample,
         when: PushDown,
+        anchor: Option<DateTime<Utc>>,
     ) -> Result<Option<Vec<ResampledBar>>, StoreError> {
         let Db::Postgres(pool) = &self.db else {
             return Ok(None);
@@ -447,7 +465,8 @@ impl Store {
                 return Ok(None);
             }
         }
-        let rows = match bins(spec, first, last, MAX_BINS) {
+        let anchor = anchor.unwrap_or(first);
+        let rows = match bins(spec, anchor, last, MAX_BINS) {
             Some(bins) => {
                 let starts: Vec<DateTime<Utc>> = bins.iter().map(|b| b.start).collect();
                 let ends: Vec<Option<DateTime<Utc>>> = bins.iter().map(|b| b.end).collect();
@@ -461,8 +480,9 @@ impl Store {
                     .await?
             }
             None => {
-                let Some(&Bin { start: anchor, .. }) =
-                    bins(spec, first, first, 1).as_ref().and_then(|b| b.first())
+                let Some(&Bin { start: anchor, .. }) = bins(spec, anchor, anchor, 1)
+                    .as_ref()
+                    .and_then(|b| b.first())
                 else {
                     return Ok(Some(Vec::new()));
                 };

@@ -227,6 +227,10 @@ impl Store {
         key: Key,
         value: &str,
     ) -> Result<Option<Credentials>, StoreError> {
+        if value.contains('\0') {
+            // PostgreSQL's text refuses NUL (an error, not "no such user"); no stored value has one.
+            return Ok(None);
+        }
         match &self.db {
             Db::Postgres(pool) => {
                 let condition = match key {

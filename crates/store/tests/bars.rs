@@ -425,7 +425,7 @@ async fn resampling_in_postgres_matches_the_domain() {
                     let stored: Vec<SeriesBar> = store.bars("BENCH", from, to).await.unwrap();
                     let expected = resample(&stored, spec);
                     let pushed = store
-                        .resample_in_database("BENCH", from, to, spec, PushDown::Always)
+                        .resample_in_database("BENCH", from, to, spec, PushDown::Always, None)
                         .await
                         .unwrap();
                     match store.engine() {
@@ -445,8 +445,9 @@ async fn resampling_in_postgres_matches_the_domain() {
         // about 15 bars, Weekly about 100.
         let daily = Resample::every(Frequency::Daily);
         let weekly = Resample::every(Frequency::Weekly);
-        let coarse =
-            |spec| store.resample_in_database("BENCH", None, None, spec, PushDown::WhenCoarse);
+        let coarse = |spec| {
+            store.resample_in_database("BENCH", None, None, spec, PushDown::WhenCoarse, None)
+        };
         assert!(coarse(daily).await.unwrap().is_none());
         assert_eq!(
             coarse(weekly).await.unwrap().is_some(),
@@ -459,6 +460,7 @@ async fn resampling_in_postgres_matches_the_domain() {
                 None,
                 Resample::every(Frequency::Annual),
                 PushDown::Always,
+                None,
             )
             .await
             .unwrap();

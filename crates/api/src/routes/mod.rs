@@ -11,7 +11,7 @@ pub mod symbol;
 use crate::{ApiContext, ApiError};
 use axum::Router;
 use bourse_domain::tick::parse_timestamp;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 /// Routes served both at their documented path and under `/api/v1`.
 pub fn router() -> Router<ApiContext> {
@@ -28,25 +28,58 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
-/// A time bound of a range query (`from`/`to`, `start`/`end`): a date means its first instant,
-/// or its last when `end_of_day`; a timestamp is taken as given.
+/// A time bound of a range query (`from`/`to`, `start`/`end`, a cursor): a date means its first
+/// instant, or its last when `end_of_day`; a timestamp is taken as given. A year outside 0000 to
+/// 9999 as written (RFC 3339's range) is a 400: PostgreSQL's `timestamptz` refuses some of those
+/// (a 500 otherwise), and no stored row lies there.
 pub(crate) fn time_bound(
     field: &str,
     raw: Option<&str>,
     end_of_day: bool,
 ) -> Result<Option<DateTime<Utc>>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
-    if let Ok(date) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        let t = if end_of_day {
-            date.and_hms_micro_opt(23, 59, 59, 999_999)
-        } else {
-            date.and_hms_opt(0, 0, 0)
-        };
-        return Ok(t.map(|t| t.and_utc()));
-    }
-    parse_timestamp(raw).map(Some).ok_or_else(|| {
+    let parsed = match NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        Ok(date) if end_of_day => date.and_hms_micro_opt(23, 59, 59, 999_999).map(|t| (t, t)),
+        Ok(date) => date.and_hms_opt(0, 0, 0).map(|t| (t, t)),
+        Err(_) => match DateTime::parse_from_rfc3339(raw.trim()) {
+            Ok(t) => Some((t.naive_local(), t.naive_utc())),
+            Err(_) => parse_timestamp(raw).map(|t| (t.naive_utc(), t.naive_utc())),
+        },
+    };
+    let (written, utc) = parsed.ok_or_else(|| {
         ApiError::BadRequest(format!(
             "invalid `{field}`: expected YYYY-MM-DD or an RFC 3339 timestamp"
         ))
-    })
+    })?;
+    if !(0..=9999).contains(&written.year()) {
+        return Err(ApiError::BadRequest(format!(
+            "`{field}` must lie between years 0000 and 9999"
+        )));
+    }
+    Ok(Some(utc.and_utc()))
 }
+
+/// The documented type of a time bound: a date or an RFC 3339 timestamp, years 0000 to 9999.
+pub struct TimeBound;
+
+impl utoipa::PartialSchema for TimeBound {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
+        };
+        let string = |format| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(format)))
+        };
+        OneOfBuilder::new()
+            .item(string(KnownFormat::Date))
+            .item(string(KnownFormat::DateTime))
+            .description(Some(
+                "`YYYY-MM-DD` or an RFC 3339 timestamp; years 0000 to 9999",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TimeBound {}

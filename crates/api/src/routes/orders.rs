@@ -6,8 +6,9 @@
 
 use crate::auth::AuthUser;
 use crate::extract::{JsonBody, PathParams, QueryParams};
+use crate::page::{check_limit, link_next};
 use crate::{ApiContext, ApiError};
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,26 +35,66 @@ pub fn router() -> Router<ApiContext> {
 /// Longest `Idempotency-Key` accepted.
 const MAX_KEY_LEN: usize = 255;
 
-/// The body of `POST /orders` (documentation; validation is [`NewOrder::from_json`]).
+/// The body of `POST /orders` (documentation; validation is [`NewOrder::from_json`], which
+/// enforces exactly these constraints): a market order has no `limit_price`, a limit order needs
+/// one.
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum OrderBody {
+    Market {
+        #[serde(flatten)]
+        order: OrderFields,
+        /// Absent (or null): a market order has no limit price.
+        #[schema(value_type = Option<NoPrice>, inline)]
+        limit_price: Option<()>,
+    },
+    Limit {
+        #[serde(flatten)]
+        order: OrderFields,
+        /// > 0, at most 1000000000, at most 2 decimals.
+        #[schema(value_type = f64, exclusive_minimum = 0, maximum = 1000000000, multiple_of = 0.01, example = 150.25)]
+        limit_price: f64,
+    },
+}
+
+/// The schema of a value that must be null.
+pub struct NoPrice;
+
+impl utoipa::PartialSchema for NoPrice {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Null)
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for NoPrice {}
+
+/// The fields of every order.
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)]
-pub struct OrderBody {
-    /// `market` or `limit`.
-    #[serde(rename = "type")]
-    #[schema(example = "limit")]
-    kind: String,
-    /// `buy` or `sell`.
-    #[schema(example = "buy")]
-    side: String,
-    /// Exactly 12 characters (ISIN-sized).
-    #[schema(example = "US0378331005")]
+pub struct OrderFields {
+    #[schema(inline)]
+    side: OrderSide,
+    /// Exactly 12 characters (ISIN-sized), no control character.
+    #[schema(
+        min_length = 12,
+        max_length = 12,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{12}$",
+        example = "US0378331005"
+    )]
     instrument: String,
-    /// Required for `limit`, forbidden for `market`; > 0, at most 2 decimals.
-    #[schema(value_type = Option<f64>, example = 150.25)]
-    limit_price: Option<f64>,
-    /// Integer > 0.
-    #[schema(example = 10)]
+    /// An integer > 0.
+    #[schema(minimum = 1, example = 10)]
     quantity: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderSide {
+    Buy,
+    Sell,
 }
 
 fn instant(t: DateTime<Utc>) -> String {
@@ -137,6 +178,9 @@ impl From<&OrderEvent> for OrderEventView {
     }
 }
 
+/// The shape of an `Idempotency-Key`, as documented and enforced.
+const KEY_PATTERN: &str = "^[!-~]{1,255}$";
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -144,10 +188,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let key = value
         .to_str()
         .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
+        .filter(|k| (1..=MAX_KEY_LEN).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
-            ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
+            ApiError::BadRequest(format!(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters ({KEY_PATTERN})"
+            ))
         })?;
     Ok(Some(key.to_string()))
 }
@@ -155,17 +200,20 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// Places an order. 201 once the order is stored and its placement guaranteed; with an
 /// `Idempotency-Key` already used by the caller for the same order, 200 and the first order.
 #[utoipa::path(post, path = "/orders", tag = "orders", request_body = OrderBody,
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+        pattern = "^[!-~]{1,255}$",
         description = "makes retries safe: the same key (per user) returns the first order")),
     responses(
-        (status = 201, body = CreatedOrderView, description = "stored; it will be placed"),
-        (status = 200, body = CreatedOrderView, description = "a retry: the first order"),
-        (status = 400), (status = 401),
+        (status = 201, body = CreatedOrderView, description = "stored; it will be placed",
+            headers(("Location" = String, description = "the order's URL"))),
+        (status = 200, body = CreatedOrderView, description = "a retry: the first order",
+            headers(("Location" = String, description = "the order's URL"))),
+        (status = 400, description = "not JSON, a malformed `Idempotency-Key`"), (status = 401),
         (status = 409, description = "the key was used with a different order"),
         (status = 422, description = "a field is invalid"),
         (status = 500, description = "not stored: {\"message\": \"Internal server error while placing the order\"}"),
         (status = 503, description = "timed out (`BOURSE_REQUEST_TIMEOUT_SECS`): the order may have been stored; repeat with the same `Idempotency-Key` to get it")),
-    security(("basic" = []), ("bearer" = [])))]
+    security(("basic" = []), ("bearer" = []), ("token" = [])))]
 pub async fn create(
     State(ctx): State<ApiContext>,
     AuthUser(user): AuthUser,
@@ -194,22 +242,29 @@ pub async fn create(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// `pending`, `placed` or `failed`.
+    #[param(pattern = "^(pending|placed|failed)$")]
     status: Option<String>,
-    /// At most this many orders (default 50, at most 500).
+    /// At most this many orders (default 50, at most 500; above: 400).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// Cursor: the id of the last order of the previous page (also in the `Link` header).
-    before: Option<String>,
+    before: Option<Uuid>,
 }
 
 /// The caller's orders (an admin's: everyone's), newest first.
-#[utoipa::path(get, path = "/orders", tag = "orders", params(ListQuery),
-    responses((status = 200, body = [OrderView]), (status = 400), (status = 401)),
-    security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(get, path = "/orders", tag = "orders", operation_id = "list_orders", params(ListQuery),
+    responses((status = 200, body = [OrderView],
+            headers(("Link" = String, description = "`<…>; rel=\"next\"` when orders remain"))),
+        (status = 400, description = "unknown parameter, bad value, a `limit` over the maximum"),
+        (status = 401)),
+    security(("basic" = []), ("bearer" = []), ("token" = [])))]
 pub async fn list(
     State(ctx): State<ApiContext>,
+    OriginalUri(uri): OriginalUri,
     AuthUser(user): AuthUser,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Response, ApiError> {
@@ -219,41 +274,25 @@ pub async fn list(
             ApiError::BadRequest("status must be pending, placed or failed".into())
         })?),
     };
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::BadRequest(
-            "limit must be between 1 and 500".into(),
-        ));
-    }
-    let before = match q.before.as_deref() {
-        None => None,
-        Some(b) => Some(
-            Uuid::parse_str(b)
-                .map_err(|_| ApiError::BadRequest("before must be an order id".into()))?,
-        ),
-    };
+    let limit = check_limit(q.limit, 50, 500)?;
     let query = OrderQuery {
         user: (user.role != Role::Admin).then_some(user.id),
         status,
-        before,
-        limit,
+        before: q.before,
+        limit: limit + 1,
     };
-    let orders = ctx.store.list_orders(&query).await?;
+    let mut orders = ctx.store.list_orders(&query).await?;
+    let more = orders.len() > limit as usize;
+    orders.truncate(limit as usize);
     let body: Vec<OrderView> = orders.iter().map(OrderView::from).collect();
     let mut response = Json(body).into_response();
-    if orders.len() == limit as usize {
-        if let Some(last) = orders.last() {
-            let status = status
-                .map(|s| format!("&status={}", s.as_str()))
-                .unwrap_or_default();
-            let link = format!(
-                "</orders?limit={limit}{status}&before={}>; rel=\"next\"",
-                last.id
-            );
-            if let Ok(v) = HeaderValue::from_str(&link) {
-                response.headers_mut().insert(header::LINK, v);
-            }
+    if let Some(last) = orders.last().filter(|_| more) {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(s) = status {
+            query.push(("status", s.as_str().to_string()));
         }
+        query.push(("before", last.id.to_string()));
+        link_next(&mut response, uri.path(), &query);
     }
     Ok(response)
 }
@@ -271,10 +310,10 @@ async fn visible_order(ctx: &ApiContext, user: &User, raw_id: &str) -> Result<Or
 }
 
 /// One order with its placement state (owner or admin).
-#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", operation_id = "get_order",
     params(("id" = Uuid, Path, description = "the order's id")),
     responses((status = 200, body = OrderView), (status = 401), (status = 404)),
-    security(("basic" = []), ("bearer" = [])))]
+    security(("basic" = []), ("bearer" = []), ("token" = [])))]
 pub async fn detail(
     State(ctx): State<ApiContext>,
     AuthUser(user): AuthUser,
@@ -289,7 +328,7 @@ pub async fn detail(
 #[utoipa::path(get, path = "/orders/{id}/events", tag = "orders",
     params(("id" = Uuid, Path, description = "the order's id")),
     responses((status = 200, body = [OrderEventView]), (status = 401), (status = 404)),
-    security(("basic" = []), ("bearer" = [])))]
+    security(("basic" = []), ("bearer" = []), ("token" = [])))]
 pub async fn events(
     State(ctx): State<ApiContext>,
     AuthUser(user): AuthUser,

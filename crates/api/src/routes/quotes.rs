@@ -5,9 +5,10 @@ use crate::auth::{check_password, AdminUser, AuthUser};
 use crate::caller::ClientIp;
 use crate::extract::{JsonBody, QueryParams};
 use crate::login::Scheme;
+use crate::page::{check_limit, link_next};
 use crate::{ApiContext, ApiError};
-use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{OriginalUri, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -67,9 +68,16 @@ impl From<QuoteError> for ApiError {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StockQuery {
-    /// Stock code, e.g. `aapl.us`.
+    /// Stock code, e.g. `aapl.us`: up to 32 ASCII letters, digits and `. ^ - _ =`, one of them a
+    /// letter or digit (the quote service's rule; the pattern bounds a leading run of symbols at
+    /// 16).
+    #[param(
+        required = true,
+        pattern = "^\\s*(?:[A-Za-z0-9][A-Za-z0-9.^_=-]{0,31}|[.^_=-]{1,16}[A-Za-z0-9][A-Za-z0-9.^_=-]{0,14})\\s*$"
+    )]
     q: Option<String>,
 }
 
@@ -84,9 +92,11 @@ pub struct QuoteView {
 
 /// The latest quote of a stock (its close), recorded in the caller's history.
 #[utoipa::path(get, path = "/stock", tag = "quotes", params(StockQuery),
-    responses((status = 200, body = QuoteView), (status = 400), (status = 401), (status = 404),
+    responses((status = 200, body = QuoteView),
+              (status = 400, description = "`q` missing, blank or with a control character"),
+              (status = 401), (status = 404),
               (status = 502), (status = 503), (status = 504)),
-    security(("basic" = []), ("bearer" = [])))]
+    security(("basic" = []), ("bearer" = []), ("token" = [])))]
 pub async fn stock(
     State(ctx): State<ApiContext>,
     AuthUser(user): AuthUser,
@@ -98,6 +108,12 @@ pub async fn stock(
             .ok_or_else(|| {
                 ApiError::BadRequest("query parameter `q` (stock code) is required".into())
             })?;
+    if code.chars().any(char::is_control) {
+        // Kept in the history, whose PostgreSQL text refuses NUL; no stock code has one.
+        return Err(ApiError::BadRequest(
+            "`q` must not contain control characters".into(),
+        ));
+    }
     let quote = ctx.quotes.quote(&code).await?;
     ctx.history
         .submit((
@@ -122,9 +138,11 @@ pub async fn stock(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
-    /// At most this many entries (default 50, at most 500).
+    /// At most this many entries (default 50, at most 500; above: 400).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// Cursor from the previous page's `Link: rel="next"` header.
     before: Option<i64>,
@@ -167,29 +185,32 @@ impl From<&HistoryEntry> for HistoryView {
 /// The caller's quote requests, newest first; paginated with `limit` and the `before` cursor
 /// given in the `Link` header.
 #[utoipa::path(get, path = "/history", tag = "quotes", params(HistoryQuery),
-    responses((status = 200, body = [HistoryView]), (status = 400), (status = 401)),
-    security(("basic" = []), ("bearer" = [])))]
+    responses((status = 200, body = [HistoryView],
+            headers(("Link" = String, description = "`<…>; rel=\"next\"` when entries remain"))),
+        (status = 400, description = "unknown parameter, bad value, a `limit` over the maximum"),
+        (status = 401)),
+    security(("basic" = []), ("bearer" = []), ("token" = [])))]
 pub async fn history(
     State(ctx): State<ApiContext>,
+    OriginalUri(uri): OriginalUri,
     AuthUser(user): AuthUser,
     QueryParams(q): QueryParams<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::BadRequest(
-            "limit must be between 1 and 500".into(),
-        ));
-    }
-    let entries = ctx.store.quote_history(user.id, q.before, limit).await?;
+    let limit = check_limit(q.limit, 50, 500)?;
+    let mut entries = ctx
+        .store
+        .quote_history(user.id, q.before, limit + 1)
+        .await?;
+    let more = entries.len() > limit as usize;
+    entries.truncate(limit as usize);
     let body: Vec<HistoryView> = entries.iter().map(HistoryView::from).collect();
     let mut response = Json(body).into_response();
-    if entries.len() == limit as usize {
-        if let Some(last) = entries.last() {
-            let link = format!("</history?limit={limit}&before={}>; rel=\"next\"", last.id);
-            if let Ok(v) = HeaderValue::from_str(&link) {
-                response.headers_mut().insert(header::LINK, v);
-            }
-        }
+    if let Some(last) = entries.last().filter(|_| more) {
+        let query = [
+            ("limit", limit.to_string()),
+            ("before", last.id.to_string()),
+        ];
+        link_next(&mut response, uri.path(), &query);
     }
     Ok(response)
 }
@@ -203,7 +224,7 @@ pub struct StatView {
 /// The five most requested stocks over all users (admins only).
 #[utoipa::path(get, path = "/stats", tag = "quotes",
     responses((status = 200, body = [StatView]), (status = 401), (status = 403)),
-    security(("basic" = []), ("bearer" = [])))]
+    security(("basic" = []), ("bearer" = []), ("token" = [])))]
 pub async fn stats(
     State(ctx): State<ApiContext>,
     _admin: AdminUser,

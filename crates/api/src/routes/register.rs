@@ -26,14 +26,28 @@ pub fn router() -> Router<ApiContext> {
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)]
 pub struct RegisterBody {
-    /// First name, 1 to 150 characters.
-    #[schema(example = "Dave")]
+    /// First name: 1 to 150 characters once trimmed, no control character (the pattern says
+    /// what `bourse_domain::registration` checks).
+    #[schema(
+        example = "Dave",
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,148}[^\s\x00-\x1f\x7f-\x9f])?\s*$"
+    )]
     name: String,
-    /// Last name, 1 to 150 characters.
-    #[schema(example = "Mustaine")]
+    /// Last name: the same rules.
+    #[schema(
+        example = "Mustaine",
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,148}[^\s\x00-\x1f\x7f-\x9f])?\s*$"
+    )]
     last_name: String,
-    /// Unique, case-insensitively.
-    #[schema(example = "examplemail@email.com")]
+    /// Unique, case-insensitively; at most 254 characters (64 before the `@`), an ASCII
+    /// dot-atom, `@`, then two or more DNS labels, the last alphabetic or `xn--`. (The pattern
+    /// bounds the part before the `@` by up to 4 atoms of 15 characters: a regular expression
+    /// without lookahead cannot count 64 across dots.)
+    #[schema(
+        example = "examplemail@email.com",
+        max_length = 254,
+        pattern = r"^\s*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,15}(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,15}){0,3}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?:[A-Za-z]{2,63}|[Xx][Nn]--[A-Za-z0-9-]{0,58}[A-Za-z0-9])\s*$"
+    )]
     email: String,
 }
 

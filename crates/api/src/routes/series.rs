@@ -23,9 +23,11 @@
 //! [`SeriesCache`]: crate::series_cache::SeriesCache
 
 use crate::extract::{PathParams, QueryParams};
+use crate::page::link_next;
+use crate::routes::TimeBound;
 use crate::{ApiContext, ApiError};
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{OriginalUri, RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,10 +36,11 @@ use bourse_domain::bar::MAX_SYMBOL_LEN;
 use bourse_domain::indicators::{BollingerPoint, IndicatorPoint, MacdPoint};
 use bourse_domain::money::as_number;
 use bourse_domain::{
-    resample, Frequency, Indicator, IndicatorSeries, Ohlcv, Resample, ResampledBar, SeriesKind,
+    resample, resample_anchored, Frequency, Indicator, IndicatorSeries, Ohlcv, Resample,
+    ResampledBar, SeriesKind,
 };
 use bourse_store::bars::{PushDown, SeriesBar};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -48,19 +51,51 @@ pub fn router() -> Router<ApiContext> {
         .route("/stocks/indicators/{symbol}/{name}", get(indicator))
 }
 
-/// The query of `GET /stocks/time-series/{symbol}`. Unknown parameters are refused (400).
+/// The range of a series, shared by the time series and the indicators (documentation of the
+/// parameters; the time series reads them with [`TimeSeriesQuery`], the indicators by hand).
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
 pub struct SeriesQuery {
     /// `Minute`, `Hourly`, `Daily`, `Weekly`, `Monthly`, `Quarterly` or `Annual`; absent: raw bars.
+    #[param(pattern = "^(Minute|Hourly|Daily|Weekly|Monthly|Quarterly|Annual)$")]
     frequency: Option<String>,
-    /// Bins of this many periods (integer >= 1, default 1); needs `frequency`.
+    /// Bins of this many periods (default 1); needs `frequency`.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
     interval: Option<String>,
     /// Inclusive lower bound: `YYYY-MM-DD` or RFC 3339.
+    #[param(value_type = Option<TimeBound>)]
     start: Option<String>,
     /// Inclusive upper bound: `YYYY-MM-DD` (the whole day) or RFC 3339.
+    #[param(value_type = Option<TimeBound>)]
     end: Option<String>,
+}
+
+/// The paging parameters of the time series (documentation; `limit`'s maximum is the setting's,
+/// written into the served document by [`crate::openapi`]).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct SeriesPageQuery {
+    /// Rows per page (default `BOURSE_PAGE_DEFAULT`, at most `BOURSE_PAGE_MAX`; above: 400).
+    #[param(minimum = 1)]
+    limit: Option<u32>,
+    /// Cursor: the rows after this instant (the last row's `date` or `period_start` of the
+    /// previous page); the `Link: rel="next"` header carries it.
+    #[param(value_type = Option<TimeBound>)]
+    after: Option<String>,
+}
+
+/// The query of `GET /stocks/time-series/{symbol}` as read. Unknown parameters are refused (400).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeSeriesQuery {
+    frequency: Option<String>,
+    interval: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    limit: Option<u32>,
+    after: Option<String>,
 }
 
 /// What to read and how to aggregate it, validated.
@@ -125,15 +160,25 @@ impl Series {
     }
 }
 
-async fn load(ctx: &ApiContext, symbol: &str, spec: &SeriesSpec) -> Result<Series, ApiError> {
-    if symbol.is_empty() || symbol.chars().count() > MAX_SYMBOL_LEN {
+fn check_symbol(symbol: &str) -> Result<(), ApiError> {
+    // No symbol holds a control character (PostgreSQL's text cannot even hold NUL).
+    if symbol.is_empty()
+        || symbol.chars().count() > MAX_SYMBOL_LEN
+        || symbol.chars().any(char::is_control)
+    {
         return Err(unknown_symbol(symbol));
     }
+    Ok(())
+}
+
+/// The whole series of the range (the indicators').
+async fn load(ctx: &ApiContext, symbol: &str, spec: &SeriesSpec) -> Result<Series, ApiError> {
+    check_symbol(symbol)?;
     let series = match spec.resample {
         None => Series::Raw(ctx.store.bars(symbol, spec.start, spec.end).await?),
         Some(r) => match ctx
             .store
-            .resample_in_database(symbol, spec.start, spec.end, r, PushDown::WhenCoarse)
+            .resample_in_database(symbol, spec.start, spec.end, r, PushDown::WhenCoarse, None)
             .await?
         {
             Some(rows) => Series::Resampled(rows, r.frequency),
@@ -147,6 +192,106 @@ async fn load(ctx: &ApiContext, symbol: &str, spec: &SeriesSpec) -> Result<Serie
         return Err(unknown_symbol(symbol));
     }
     Ok(series)
+}
+
+/// One page of the series: at most `limit` rows after `after`, and the next page's cursor when
+/// rows remain.
+async fn load_page(
+    ctx: &ApiContext,
+    symbol: &str,
+    spec: &SeriesSpec,
+    limit: u32,
+    after: Option<DateTime<Utc>>,
+) -> Result<(Series, Option<DateTime<Utc>>), ApiError> {
+    check_symbol(symbol)?;
+    let (series, next) = match spec.resample {
+        None => {
+            // Instants are stored to the microsecond: the next one is the first after `after`.
+            let from = after
+                .map(|a| a + TimeDelta::microseconds(1))
+                .max(spec.start);
+            let mut bars = ctx
+                .store
+                .bars_limited(symbol, from, spec.end, Some(limit.saturating_add(1)))
+                .await?;
+            let more = bars.len() > limit as usize;
+            bars.truncate(limit as usize);
+            let next = more.then(|| bars.last().map(|b| b.time)).flatten();
+            (Series::Raw(bars), next)
+        }
+        Some(r) => resampled_page(ctx, symbol, spec, r, limit, after).await?,
+    };
+    if series.is_empty() && after.is_none() && !ctx.store.has_bars(symbol).await? {
+        return Err(unknown_symbol(symbol));
+    }
+    Ok((series, next))
+}
+
+/// A page of a resampled series: `limit` bins of the range's bins (anchored at its first bar's
+/// period), from the bin of the first bar after the previous page's last bin. Only the bars of
+/// those bins are read.
+async fn resampled_page(
+    ctx: &ApiContext,
+    symbol: &str,
+    spec: &SeriesSpec,
+    r: Resample,
+    limit: u32,
+    after: Option<DateTime<Utc>>,
+) -> Result<(Series, Option<DateTime<Utc>>), ApiError> {
+    let empty = (Series::Resampled(Vec::new(), r.frequency), None);
+    let first_bar = |from: Option<DateTime<Utc>>| async move {
+        let bars = ctx
+            .store
+            .bars_limited(symbol, from, spec.end, Some(1))
+            .await?;
+        Ok::<_, ApiError>(bars.first().map(|b| b.time))
+    };
+    let Some(anchor) = first_bar(spec.start).await? else {
+        return Ok(empty);
+    };
+    let from = match after {
+        None => anchor,
+        Some(a) => match r.window(anchor, a, 1).and_then(|w| w.end) {
+            Some(end) => end.max(anchor),
+            None => return Ok(empty),
+        },
+    };
+    let Some(window) = first_bar(Some(from))
+        .await?
+        .and_then(|t| r.window(anchor, t, limit))
+    else {
+        return Ok(empty);
+    };
+    let from = Some(window.start.max(spec.start.unwrap_or(window.start)));
+    let to = match (window.end, spec.end) {
+        (Some(w), Some(e)) => Some((w - TimeDelta::microseconds(1)).min(e)),
+        (Some(w), None) => Some(w - TimeDelta::microseconds(1)),
+        (None, e) => e,
+    };
+    let rows = match ctx
+        .store
+        .resample_in_database(
+            symbol,
+            from,
+            to,
+            r,
+            PushDown::WhenCoarse,
+            Some(window.start),
+        )
+        .await?
+    {
+        Some(rows) => rows,
+        None => {
+            let bars = ctx.store.bars(symbol, from, to).await?;
+            resample_anchored(&bars, r, window.start)
+        }
+    };
+    let more = match window.end {
+        Some(end) => first_bar(Some(end)).await?.is_some(),
+        None => false,
+    };
+    let next = more.then(|| rows.last().map(|b| b.period_start)).flatten();
+    Ok((Series::Resampled(rows, r.frequency), next))
 }
 
 fn unknown_symbol(symbol: &str) -> ApiError {
@@ -234,16 +379,22 @@ fn render_series(symbol: &str, series: &Series) -> Result<Bytes, ApiError> {
 /// Resampling: open of the first bar, highest high, lowest low, close of the last bar, summed
 /// volume; periods without bars are omitted; a period starts on its first day (weeks on Monday);
 /// bins of `interval` periods are anchored at the period holding the first bar of the range.
+///
+/// Paged: at most `limit` rows; when rows remain, `Link: <…&after=…>; rel="next"` names the next
+/// page (the same query, the cursor moved past this page's last row).
 #[utoipa::path(get, path = "/stocks/time-series/{symbol}", tag = "time series",
-    params(("symbol" = String, Path, description = "symbol or stock name, e.g. AMZN or Hamada Inc"), SeriesQuery),
+    params(("symbol" = String, Path, description = "symbol or stock name, e.g. AMZN or Hamada Inc"),
+        SeriesQuery, SeriesPageQuery),
     responses(
-        (status = 200, body = [TimeSeriesRow]),
-        (status = 400, description = "unknown parameter, bad value, or `interval` without `frequency`"),
+        (status = 200, body = [TimeSeriesRow], headers(("Link" = String,
+            description = "`<…>; rel=\"next\"` when rows remain"))),
+        (status = 400, description = "unknown parameter, bad value, `interval` without `frequency`, a `limit` over the maximum"),
         (status = 404, description = "no bar of this symbol")))]
 pub async fn time_series(
     State(ctx): State<ApiContext>,
+    OriginalUri(uri): OriginalUri,
     PathParams(symbol): PathParams<String>,
-    QueryParams(q): QueryParams<SeriesQuery>,
+    QueryParams(q): QueryParams<TimeSeriesQuery>,
 ) -> Result<Response, ApiError> {
     let spec = SeriesSpec::parse(
         q.frequency.as_deref(),
@@ -251,15 +402,50 @@ pub async fn time_series(
         q.start.as_deref(),
         q.end.as_deref(),
     )?;
-    let key = format!("series|{}", spec.key());
-    let body = ctx
+    let limit = ctx.paging.limit(q.limit)?;
+    let after = super::time_bound("after", q.after.as_deref().map(str::trim), false)?;
+    let key = format!("series|{}|{limit}|{after:?}", spec.key());
+    let cached = ctx
         .series
         .get_or_load(&symbol, &key, || async {
-            let series = load(&ctx, &symbol, &spec).await?;
-            render_series(&symbol, &series)
+            let (series, next) = load_page(&ctx, &symbol, &spec, limit, after).await?;
+            Ok(with_cursor(next, render_series(&symbol, &series)?))
         })
         .await?;
-    Ok(json_response(body))
+    let (next, body) = split_cursor(cached);
+    let mut response = json_response(body);
+    if let Some(next) = next {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        for (key, value) in [("frequency", &q.frequency), ("interval", &q.interval)]
+            .into_iter()
+            .chain([("start", &q.start), ("end", &q.end)])
+        {
+            if let Some(v) = value {
+                query.push((key, v.clone()));
+            }
+        }
+        query.push(("limit", limit.to_string()));
+        query.push(("after", next));
+        link_next(&mut response, uri.path(), &query);
+    }
+    Ok(response)
+}
+
+/// A cached page is the next page's cursor (empty when none), a newline, then the JSON body.
+fn with_cursor(next: Option<DateTime<Utc>>, body: Bytes) -> Bytes {
+    let cursor = next.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
+    let mut out = Vec::with_capacity(body.len() + 40);
+    out.extend_from_slice(cursor.unwrap_or_default().as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(&body);
+    Bytes::from(out)
+}
+
+fn split_cursor(cached: Bytes) -> (Option<String>, Bytes) {
+    let at = cached.iter().position(|&b| b == b'\n').unwrap_or(0);
+    let cursor = String::from_utf8_lossy(&cached[..at]).into_owned();
+    let body = cached.slice((at + 1).min(cached.len())..);
+    ((!cursor.is_empty()).then_some(cursor), body)
 }
 
 /// One indicator row. `date` (raw series) or `period_start` (resampled), then `value`, or the

@@ -56,7 +56,8 @@ impl From<DailySummary> for SymbolView {
 /// AlphaVantage's "Error Message" is a 404, its "Note"/"Information" (its own quota) a 503,
 /// both with the upstream text as `message`.
 #[utoipa::path(get, path = "/symbol/{symbol}", tag = "keys",
-    params(("symbol" = String, Path, description = "e.g. `ibm`")),
+    params(("symbol" = String, Path, description = "e.g. `ibm`: as `q` of `GET /stock`",
+        pattern = "^\\s*(?:[A-Za-z0-9][A-Za-z0-9.^_=-]{0,31}|[.^_=-]{1,16}[A-Za-z0-9][A-Za-z0-9.^_=-]{0,14})\\s*$")),
     responses((status = 200, body = SymbolView), (status = 400), (status = 401), (status = 404),
               (status = 429), (status = 502), (status = 503), (status = 504)),
     security(("token" = []), ("basic" = []), ("bearer" = [])))]

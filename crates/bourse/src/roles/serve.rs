@@ -148,6 +148,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             quotes: quote_client,
             traffic,
             logins,
+            paging: bourse_api::page::Paging::new(config.page_default, config.page_max)
+                .map_err(anyhow::Error::msg)?,
         },
     );
     // A user's cached credentials are dropped when they change (`bourse user disable` …).
