@@ -148,7 +148,7 @@ async fn replicas_share_the_counts_through_redis() {
     let prefix = format!("{}:", unique("bourse-test-login"));
     let spec = |name: &str| {
         throttled_spec(&db, scratch.file(name))
-            .env("BOURSE_REDIS_URL", REDIS_URL)
+            .env("BOURSE_REDIS_URL", redis_url())
             .env("BOURSE_LOGIN_REDIS_PREFIX", prefix.clone())
     };
     let a = Server::start(&spec("a.log")).await;
@@ -171,7 +171,7 @@ async fn replicas_share_the_counts_through_redis() {
     }
     assert_throttled(login_from(&a, "shared", "a5", attacker).await, 900, "at A").await;
     assert_throttled(basic_from(&b, "shared", "b5", attacker).await, 900, "at B").await;
-    let mut redis = redis::Client::open(REDIS_URL)
+    let mut redis = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await

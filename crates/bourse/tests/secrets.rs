@@ -134,6 +134,7 @@ async fn demo_admin_logs_in(host: &str) -> (bool, String) {
         output: Some(log.clone()),
         dir: Some(scratch.0.clone()),
         host: Some(host.into()),
+        ..common::RoleOptions::default()
     };
     let env = [("BOURSE_LOG".to_string(), "info".to_string())];
     let server = Server::start_role_with("serve", &env, &options).await;
