@@ -19,7 +19,7 @@ pub struct Config {
     /// 8001, exchange 8002, relay 8003, streamer 8004).
     pub http_addr: Option<String>,
     /// `sqlite://path`, `sqlite:///abs/path` (created when missing) or `postgres://…`. May carry a
-    /// password: a secret, shown only through [`redact`](crate::roles::redact).
+    /// password: a secret, logged only with the password masked (`roles::redact`).
     #[serde(serialize_with = "expose")]
     pub database_url: SecretString,
     /// Database connection pool size.
