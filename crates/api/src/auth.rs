@@ -276,7 +276,7 @@ impl CredentialCache {
         }
     }
 
-    /// To read before a lookup whose result will be [`put`](CredentialCache::put).
+    /// To read before a lookup whose result will be `put`.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
