@@ -284,7 +284,7 @@ impl Store {
                 Ok(unique.len() as u64)
             }
             Db::Sqlite { write, .. } => {
-                let mut tx = write.begin().await?;
+                let mut tx = write.begin_with(crate::SQLITE_BEGIN_WRITE).await?;
                 for chunk in bars.chunks(SQLITE_CHUNK) {
                     let owned;
                     let sql = if chunk.len() == SQLITE_CHUNK {

@@ -121,7 +121,7 @@ impl Store {
             }
             // One writer connection: commits are already in `seq` order.
             Db::Sqlite { write, .. } => {
-                let mut tx = write.begin().await?;
+                let mut tx = write.begin_with(crate::SQLITE_BEGIN_WRITE).await?;
                 let changed = apply!(change, tx, id.to_string(), micros(now));
                 sqlx::query(RECORD)
                     .bind(id.to_string())

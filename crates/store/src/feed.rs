@@ -238,7 +238,7 @@ impl Store {
                 Ok(outcome)
             }
             Db::Sqlite { write, .. } => {
-                let mut tx = write.begin().await?;
+                let mut tx = write.begin_with(crate::SQLITE_BEGIN_WRITE).await?;
                 let mut outcome = IngestOutcome::default();
                 let received = micros(received_at);
                 for t in ticks {
@@ -427,7 +427,7 @@ impl Store {
                 Ok(Some(analysis))
             }
             Db::Sqlite { write, .. } => {
-                let mut tx = write.begin().await?;
+                let mut tx = write.begin_with(crate::SQLITE_BEGIN_WRITE).await?;
                 let Some(row) =
                     sqlx::query("SELECT price, price_at FROM stocks WHERE stock_id = ?")
                         .bind(id.to_string())

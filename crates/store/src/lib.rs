@@ -99,6 +99,11 @@ impl Default for ConnectOptions {
     }
 }
 
+/// How a transaction on the SQLite writer begins: taking the write lock at once, so that a writer
+/// in another process makes it wait (`busy_timeout`) instead of failing with "database is locked"
+/// when a transaction that has already read tries to write.
+pub(crate) const SQLITE_BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
 /// When a SQLite commit reaches the disk (`PRAGMA synchronous`; the journal is WAL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -285,7 +285,7 @@ impl Store {
                 Ok(Creation::Replayed(pg_order_from(&row, 1)?))
             }
             Db::Sqlite { write, .. } => {
-                let mut tx = write.begin().await?;
+                let mut tx = write.begin_with(crate::SQLITE_BEGIN_WRITE).await?;
                 if let Some(key) = idempotency_key {
                     let found = sqlx::query(
                         "SELECT fingerprint, order_id FROM idempotency_keys WHERE user_id = ? AND key = ?",
@@ -515,7 +515,7 @@ impl Store {
             Db::Sqlite { write, .. } => {
                 let now = Utc::now();
                 let until = micros(now) + i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2);
-                let mut tx = write.begin().await?;
+                let mut tx = write.begin_with(crate::SQLITE_BEGIN_WRITE).await?;
                 let claimed = sqlx::query(
                     "UPDATE outbox SET claimed_by = ?1, lease_until = ?2, next_attempt_at = ?2 \
                      WHERE order_id IN (SELECT order_id FROM outbox WHERE next_attempt_at <= ?3 \
@@ -580,7 +580,7 @@ impl Store {
                     .await?)
             }
             Db::Sqlite { write, .. } => {
-                let mut tx = write.begin().await?;
+                let mut tx = write.begin_with(crate::SQLITE_BEGIN_WRITE).await?;
                 sqlx::query("DELETE FROM outbox WHERE order_id = ?")
                     .bind(id.to_string())
                     .execute(&mut *tx)
@@ -676,7 +676,7 @@ impl Store {
             Db::Sqlite { write, .. } => {
                 let next =
                     now + chrono::Duration::from_std(retry_in).unwrap_or(chrono::Duration::MAX);
-                let mut tx = write.begin().await?;
+                let mut tx = write.begin_with(crate::SQLITE_BEGIN_WRITE).await?;
                 let claimed = sqlx::query(
                     "UPDATE outbox SET claimed_by = NULL, lease_until = NULL, next_attempt_at = ? \
                      WHERE order_id = ? AND claimed_by = ?",

@@ -90,7 +90,7 @@ impl Store {
                 .await?;
             }
             Db::Sqlite { write, .. } => {
-                let mut tx = write.begin().await?;
+                let mut tx = write.begin_with(crate::SQLITE_BEGIN_WRITE).await?;
                 for (user, r) in batch {
                     sqlx::query(
                         "INSERT INTO quote_history \

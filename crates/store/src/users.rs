@@ -137,7 +137,7 @@ impl Store {
                 tx.commit().await?;
             }
             Db::Sqlite { write, .. } => {
-                let mut tx = write.begin().await?;
+                let mut tx = write.begin_with(crate::SQLITE_BEGIN_WRITE).await?;
                 sqlx::query(sql)
                     .bind(id.to_string())
                     .bind(&new.username)
