@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use bourse_store::testing::TestDb;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -420,13 +420,8 @@ pub fn token(key: &str) -> String {
 
 /// Publishes payloads with QoS 1 and returns once the broker acknowledged all of them.
 pub async fn publish(topic: &str, payloads: &[Vec<u8>]) {
-    let url = mqtt_url();
-    let (host, port) = url
-        .trim_start_matches("mqtt://")
-        .rsplit_once(':')
-        .map(|(h, p)| (h.to_string(), p.parse().expect("MQTT port")))
-        .unwrap_or_else(|| (url.trim_start_matches("mqtt://").to_string(), 1883));
-    let mut opts = MqttOptions::new(unique("test-pub"), host, port);
+    let url: bourse_feed::mqtt::MqttUrl = mqtt_url().parse().expect("BOURSE_TEST_MQTT_URL");
+    let mut opts = url.options(&unique("test-pub"));
     opts.set_keep_alive(Duration::from_secs(10));
     opts.set_inflight(100);
     opts.set_max_packet_size(2 << 20, 2 << 20); // room for oversized payloads
@@ -443,7 +438,7 @@ pub async fn publish(topic: &str, payloads: &[Vec<u8>]) {
         let ev = tokio::time::timeout_at(deadline, eventloop.poll())
             .await
             .expect("broker acknowledged in time")
-            .unwrap_or_else(|e| panic!("MQTT connection to {url}: {e}"));
+            .unwrap_or_else(|e| panic!("MQTT connection to {}: {e}", mqtt_url()));
         if let Event::Incoming(Packet::PubAck(_)) = ev {
             acked += 1;
         }
