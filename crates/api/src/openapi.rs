@@ -88,7 +88,8 @@ pub struct ErrorView {
 
 /// The document as served: the annotations' one, with what they cannot say themselves: the
 /// configured page maximum, the 429 of the quotas (every route but operations), the 413 of the
-/// body limit, the error body on every 4xx/5xx, and the names a multipart part can have.
+/// body limit, the 408 of the request deadline and the 503 of the connection bound (every route),
+/// the error body on every 4xx/5xx, and the names a multipart part can have.
 pub fn document(paging: Paging) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
@@ -97,8 +98,10 @@ pub fn document(paging: Paging) -> Value {
             let Some(item) = item.as_object_mut() else {
                 continue;
             };
-            for op in item.values_mut() {
-                complete_operation(op, paged.then_some(paging));
+            for (method, op) in item.iter_mut() {
+                // A timed-out order is a 503 of its own (documented on the route), not a 408.
+                let placing = method == "post" && path == "/orders";
+                complete_operation(op, paged.then_some(paging), !placing);
             }
         }
     }
@@ -108,7 +111,7 @@ pub fn document(paging: Paging) -> Value {
 /// The routes whose `limit` maximum is `BOURSE_PAGE_MAX`.
 const PAGED_BY_SETTING: [&str; 2] = ["/stocks", "/stocks/time-series/{symbol}"];
 
-fn complete_operation(op: &mut Value, paging: Option<Paging>) {
+fn complete_operation(op: &mut Value, paging: Option<Paging>, deadline_408: bool) {
     let operations = op["tags"]
         .as_array()
         .is_some_and(|t| t.iter().any(|t| t == "operations"));
@@ -145,6 +148,16 @@ fn complete_operation(op: &mut Value, paging: Option<Paging>) {
                    "headers": {"Retry-After": {"schema": {"type": "integer"}}}})
         });
     }
+    if deadline_408 {
+        responses.entry("408").or_insert_with(|| {
+            json!({"description": "still running at the request deadline (`BOURSE_REQUEST_TIMEOUT_SECS`)"})
+        });
+    }
+    responses.entry("503").or_insert_with(|| {
+        json!({"description": "the process holds `BOURSE_HTTP_MAX_CONNECTIONS` connections; \
+                               `Retry-After` says when to retry",
+               "headers": {"Retry-After": {"schema": {"type": "integer"}}}})
+    });
     if has_body {
         responses
             .entry("413")

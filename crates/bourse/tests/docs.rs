@@ -55,6 +55,30 @@ async fn api_md_names_exactly_the_routes_of_openapi_json() {
     );
 }
 
+/// The bounds every route shares are in the document: the request deadline (408; a timed-out
+/// `POST /orders` is a 503 naming its key instead) and the connection bound (503).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_operation_documents_the_deadline_and_the_connection_bound() {
+    let db = database(Engine::Sqlite).await;
+    let server = Server::start(&ServeSpec::embedded(&db)).await;
+    let openapi = server.get_json("/openapi.json").await;
+    let mut checked = 0;
+    for (path, ops) in openapi["paths"].as_object().expect("openapi paths") {
+        for (method, op) in ops.as_object().expect("path item") {
+            let responses = op["responses"].as_object().expect("responses");
+            let placing = method == "post" && path == "/orders";
+            assert_eq!(
+                responses.contains_key("408"),
+                !placing,
+                "{method} {path}: 408 documented iff not POST /orders"
+            );
+            assert!(responses.contains_key("503"), "{method} {path}: no 503");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} operations");
+}
+
 #[test]
 fn the_heading_convention_is_parsed_as_documented() {
     let md = "## Stocks\n### `GET /stocks/{stock_id}`\ntext `GET /x`\n### `The feed`\n\

@@ -192,3 +192,45 @@ async fn replicas_share_the_counts_through_redis() {
         .await
         .unwrap();
 }
+
+/// A Redis that accepts connections and never answers (a hung server, a black-holed route) costs
+/// the password checks one response timeout a second, not two per guess, and the replica still
+/// throttles on its own counts: the eleventh guess is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_redis_does_not_slow_every_guess() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redis = format!("redis://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let db = database(Engine::Sqlite).await;
+    let scratch = Scratch::new();
+    let spec = throttled_spec(&db, scratch.file("serve.log"))
+        .env("BOURSE_REDIS_URL", redis)
+        .env("BOURSE_QUOTA_ANON_PER_DAY", "0")
+        .env("BOURSE_QUOTA_USER_PER_DAY", "0");
+    let server = Server::start(&spec).await;
+    create_user(&db.url, "target", "right", false);
+    let attacker = "203.0.113.88";
+    let started = std::time::Instant::now();
+    for i in 0..10 {
+        let r = login_from(&server, "target", &format!("g{i}"), attacker).await;
+        assert_eq!(r.status(), 401, "guess {i}");
+    }
+    let elapsed = started.elapsed();
+    // Asking Redis on each check would take at least 10 x 2 x 500 ms.
+    assert!(
+        elapsed < std::time::Duration::from_secs(5),
+        "ten guesses took {elapsed:?} against a silent Redis"
+    );
+    assert_throttled(
+        login_from(&server, "target", "g10", attacker).await,
+        900,
+        "11th, counted in memory",
+    )
+    .await;
+    held.abort();
+}

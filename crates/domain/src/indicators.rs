@@ -539,30 +539,26 @@ fn rsi_values(x: &[f64], window: usize) -> Vec<f64> {
             100.0 * (gain / total)
         }
     };
-    let (mut gain, mut loss) = (0.0_f64, 0.0_f64);
-    for pair in x[..=window].windows(2) {
+    // A move's (gain, loss), both non-negative.
+    let split = |pair: &[f64]| {
         let change = pair[1] - pair[0];
         if change < 0.0 {
-            loss -= change;
+            (0.0, -change)
         } else {
-            gain += change;
+            (change, 0.0)
         }
-    }
+    };
+    let (mut gain, mut loss) = x[..=window]
+        .windows(2)
+        .map(split)
+        .fold((0.0_f64, 0.0_f64), |(g, l), (up, down)| (g + up, l + down));
     gain /= n;
     loss /= n;
     let mut out = Vec::with_capacity(x.len() - window);
     out.push(ratio(gain, loss));
-    for pair in x[window..].windows(2) {
-        let change = pair[1] - pair[0];
-        gain *= n - 1.0;
-        loss *= n - 1.0;
-        if change < 0.0 {
-            loss -= change;
-        } else {
-            gain += change;
-        }
-        gain /= n;
-        loss /= n;
+    for (up, down) in x[window..].windows(2).map(split) {
+        gain = (gain * (n - 1.0) + up) / n;
+        loss = (loss * (n - 1.0) + down) / n;
         out.push(ratio(gain, loss));
     }
     out

@@ -3,6 +3,8 @@
 //! (in-process, HTTP, AMQP) all end here.
 
 use async_trait::async_trait;
+use serde::Serialize;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,39 +84,42 @@ impl QuoteService {
     pub async fn quote(&self, symbol: &str) -> Result<Quote, QuoteError> {
         let provider = Arc::clone(&self.quotes);
         let name = provider.name();
-        let answer = match normalize_symbol(symbol) {
-            Err(e) => (Err(e), Source::Upstream),
-            Ok(key) => {
-                let fetch_key = key.clone();
-                self.quote_cache
-                    .get_or_fetch(
-                        &key,
-                        move || async move { provider.quote(&fetch_key).await },
-                    )
-                    .await
-            }
-        };
-        record(name, answer)
+        cached(&self.quote_cache, name, symbol, move |key| async move {
+            provider.quote(&key).await
+        })
+        .await
     }
 
     /// The AlphaVantage daily summary for `symbol` (e.g. `ibm`).
     pub async fn daily(&self, symbol: &str) -> Result<DailySummary, QuoteError> {
         let provider = Arc::clone(&self.daily);
         let name = provider.name();
-        let answer = match normalize_symbol(symbol) {
-            Err(e) => (Err(e), Source::Upstream),
-            Ok(key) => {
-                let fetch_key = key.clone();
-                self.daily_cache
-                    .get_or_fetch(
-                        &key,
-                        move || async move { provider.daily(&fetch_key).await },
-                    )
-                    .await
-            }
-        };
-        record(name, answer)
+        cached(&self.daily_cache, name, symbol, move |key| async move {
+            provider.daily(&key).await
+        })
+        .await
     }
+}
+
+/// `symbol` normalised, then answered from `cache` or by `fetch`, and counted under `provider`.
+async fn cached<V, Fut>(
+    cache: &SingleFlightCache<V>,
+    provider: &'static str,
+    symbol: &str,
+    fetch: impl FnOnce(String) -> Fut,
+) -> Result<V, QuoteError>
+where
+    V: Clone + Serialize + Send + Sync + 'static,
+    Fut: Future<Output = Result<V, QuoteError>> + Send + 'static,
+{
+    let answer = match normalize_symbol(symbol) {
+        Err(e) => (Err(e), Source::Upstream),
+        Ok(key) => {
+            let fetch_key = key.clone();
+            cache.get_or_fetch(&key, move || fetch(fetch_key)).await
+        }
+    };
+    record(provider, answer)
 }
 
 fn record<V>(

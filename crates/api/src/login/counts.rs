@@ -1,5 +1,5 @@
 //! The throttle's counts: in Redis when one is configured (shared by replicas), else, and while
-//! Redis fails, in this replica's memory.
+//! Redis fails, in this replica's memory (asking Redis again once a second).
 
 use crate::quota::redis::RedisCounter;
 use std::collections::HashMap;
@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 /// Bound on counts kept in memory; past it the expired ones are dropped, then the oldest.
 const MAX_MEMORY_KEYS: usize = 100_000;
 
+/// After a Redis failure the replica counts alone this long before asking Redis again: an outage
+/// then costs one response timeout a second, not one per password check.
+const REDIS_RETRY_MS: u64 = 1_000;
+
 /// Counters that live for a window from their first addition.
 pub(super) struct Counts {
     window: Duration,
@@ -18,6 +22,8 @@ pub(super) struct Counts {
     started: Instant,
     /// When Redis's last failure was logged (seconds since `started`, plus 60).
     last_warning: AtomicU64,
+    /// Until when Redis is not asked (milliseconds since `started`).
+    redis_retry_at: AtomicU64,
 }
 
 impl Counts {
@@ -28,7 +34,15 @@ impl Counts {
             memory: Mutex::new(HashMap::new()),
             started: Instant::now(),
             last_warning: AtomicU64::new(0),
+            redis_retry_at: AtomicU64::new(0),
         }
+    }
+
+    /// Redis, unless it failed less than [`REDIS_RETRY_MS`] ago.
+    fn redis(&self) -> Option<&RedisCounter> {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let retry_at = self.redis_retry_at.load(Ordering::Relaxed);
+        self.redis.as_ref().filter(|_| retry_at <= now)
     }
 
     pub(super) fn backend_name(&self) -> &'static str {
@@ -44,7 +58,7 @@ impl Counts {
         if keys.is_empty() {
             return Vec::new();
         }
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.redis() {
             let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
             let mut pipe = ::redis::pipe();
             for key in keys {
@@ -69,7 +83,7 @@ impl Counts {
                         })
                         .collect();
                 }
-                Err(e) => self.warn(&e),
+                Err(e) => self.redis_failed(&e),
             }
         }
         let mut map = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
@@ -102,7 +116,7 @@ impl Counts {
         if keys.is_empty() {
             return Vec::new();
         }
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.redis() {
             let mut pipe = ::redis::pipe();
             for key in keys {
                 pipe.cmd("GET").arg(*key).pttl(*key);
@@ -118,7 +132,7 @@ impl Counts {
                         })
                         .collect();
                 }
-                Err(e) => self.warn(&e),
+                Err(e) => self.redis_failed(&e),
             }
         }
         let map = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
@@ -131,20 +145,24 @@ impl Counts {
             .collect()
     }
 
-    /// Redis failures are logged once a minute at most: during an outage every attempt fails.
-    fn warn(&self, e: &::redis::RedisError) {
-        let now = self.started.elapsed().as_secs() + 60;
+    /// Redis is left alone for a while; failures are logged once a minute at most.
+    fn redis_failed(&self, e: &::redis::RedisError) {
+        let elapsed = self.started.elapsed();
+        let retry_at = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX) + REDIS_RETRY_MS;
+        self.redis_retry_at.store(retry_at, Ordering::Relaxed);
+        let now = elapsed.as_secs() + 60;
         if self.last_warning.swap(now, Ordering::Relaxed) + 60 <= now {
             tracing::warn!(error = %e, "login throttle: Redis failed, counting in this replica");
         }
     }
 
     pub(super) async fn clear(&self, key: &str) {
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.redis() {
             let mut pipe = ::redis::pipe();
             pipe.del(key).ignore();
-            if redis.query::<()>(&pipe).await.is_ok() {
-                return;
+            match redis.query::<()>(&pipe).await {
+                Ok(()) => return,
+                Err(e) => self.redis_failed(&e),
             }
         }
         self.memory
