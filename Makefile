@@ -48,7 +48,7 @@ ci: ## What CI runs
 deploy-check: ## Validate deploy/ offline; checks the metrics of $(BOURSE_BIN) when it exists
 	@if [ -x "$(BOURSE_BIN)" ]; then deploy/check --bourse-bin "$(BOURSE_BIN)"; else deploy/check; fi
 
-k8s-render: ## Re-render deploy/k8s and the dashboard/rule copies from the Helm chart
+k8s-render: ## Re-render deploy/k8s from the Helm chart
 	deploy/render-k8s
 
 docker-build: ## Build the image $(IMAGE) (BuildKit)
