@@ -7,16 +7,11 @@
 //! timer in any case, because a notification sent while a listener reconnects is lost; on SQLite,
 //! which has no notifications between processes, on the timer alone (an index probe a second).
 
-use crate::sqlite_codec::{micros, uuid};
-use crate::{Db, Store, StoreError};
-use chrono::Utc;
-use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::Row;
+use crate::row::Columns;
+use crate::{Store, StoreError};
+use async_trait::async_trait;
 use std::time::Duration;
 use uuid::Uuid;
-
-/// The PostgreSQL channel that wakes replicas after a change.
-const CHANNEL: &str = "bourse_credentials";
 
 /// A change to a user's credentials.
 #[derive(Clone)]
@@ -50,41 +45,16 @@ impl CredentialChange {
     }
 }
 
-const RECORD: &str =
-    "INSERT INTO credential_changes (user_id, action, changed_at) VALUES ($1, $2, $3) RETURNING seq";
-const SINCE: &str = "SELECT seq, user_id FROM credential_changes WHERE seq > $1 ORDER BY seq";
-const LATEST: &str = "SELECT COALESCE(MAX(seq), 0) FROM credential_changes";
+/// A row of `seq, user_id` of `credential_changes`.
+pub(crate) fn change(r: &impl Columns) -> Result<(i64, Uuid), StoreError> {
+    Ok((r.int(0)?, r.uuid(1)?))
+}
 
-/// Runs the statement of `$change` in `$tx` with the user id and the instant as each engine binds
-/// them; evaluates to the number of rows it changed (the keys revoked, or 1 for the user).
-macro_rules! apply {
-    ($change:expr, $tx:expr, $id:expr, $now:expr) => {
-        match $change {
-            CredentialChange::Disable => sqlx::query(
-                "UPDATE users SET active = $2, token_version = token_version + 1 WHERE id = $1",
-            )
-            .bind($id)
-            .bind(false),
-            CredentialChange::Enable => {
-                sqlx::query("UPDATE users SET active = $2 WHERE id = $1")
-                    .bind($id)
-                    .bind(true)
-            }
-            CredentialChange::Password(hash) => sqlx::query(
-                "UPDATE users SET password_hash = $2, token_version = token_version + 1 WHERE id = $1",
-            )
-            .bind($id)
-            .bind(hash.as_str()),
-            CredentialChange::RevokeKeys => sqlx::query(
-                "UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
-            )
-            .bind($id)
-            .bind($now),
-        }
-        .execute(&mut *$tx)
-        .await?
-        .rows_affected()
-    };
+/// A notification that changes were recorded (on PostgreSQL, `LISTEN`).
+#[async_trait]
+pub trait ChangeSignal: Send {
+    /// Waits for the next notification; cancel-safe. After an error it reconnects by itself.
+    async fn recv(&mut self) -> Result<(), StoreError>;
 }
 
 impl Store {
@@ -95,92 +65,28 @@ impl Store {
         id: Uuid,
         change: &CredentialChange,
     ) -> Result<u64, StoreError> {
-        let now = Utc::now();
-        match &self.db {
-            Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                // Changes commit one at a time, so that `seq` grows in commit order and a replica
-                // that has read up to `seq` N can never later see a row below N appear.
-                sqlx::query("LOCK TABLE credential_changes IN SHARE ROW EXCLUSIVE MODE")
-                    .execute(&mut *tx)
-                    .await?;
-                let changed = apply!(change, tx, id, now);
-                let seq: i64 = sqlx::query_scalar(RECORD)
-                    .bind(id)
-                    .bind(change.action())
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(CHANNEL)
-                    .bind(seq.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(changed)
-            }
-            // One writer connection: commits are already in `seq` order.
-            Db::Sqlite { write, .. } => {
-                let mut tx = write.begin_with(crate::SQLITE_BEGIN_WRITE).await?;
-                let changed = apply!(change, tx, id.to_string(), micros(now));
-                sqlx::query(RECORD)
-                    .bind(id.to_string())
-                    .bind(change.action())
-                    .bind(micros(now))
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(changed)
-            }
-        }
+        self.users.change_credentials(id, change).await
     }
 
     /// The last recorded change (0 when there is none).
     pub async fn latest_credential_change(&self) -> Result<i64, StoreError> {
-        Ok(match &self.db {
-            Db::Postgres(pool) => sqlx::query_scalar(LATEST).fetch_one(pool).await?,
-            Db::Sqlite { read, .. } => sqlx::query_scalar(LATEST).fetch_one(read).await?,
-        })
+        self.users.latest_credential_change().await
     }
 
     /// The changes after `seq`, oldest first: `(seq, user id)`.
     pub async fn credential_changes_since(&self, seq: i64) -> Result<Vec<(i64, Uuid)>, StoreError> {
-        match &self.db {
-            Db::Postgres(pool) => {
-                let rows = sqlx::query(SINCE).bind(seq).fetch_all(pool).await?;
-                rows.iter()
-                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                    .collect()
-            }
-            Db::Sqlite { read, .. } => {
-                let rows = sqlx::query(SINCE).bind(seq).fetch_all(read).await?;
-                rows.iter()
-                    .map(|r| Ok((r.try_get(0)?, uuid(&r.try_get::<String, _>(1)?)?)))
-                    .collect()
-            }
-        }
+        self.users.credential_changes_since(seq).await
     }
 
     /// Starts following credential changes from now on (see the module doc).
     pub async fn watch_credentials(&self, every: Duration) -> Result<CredentialWatch, StoreError> {
-        let listener = match &self.db {
-            Db::Postgres(pool) => {
-                // A connection of its own, not one taken from the pool for good.
-                let own = PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect_lazy_with((*pool.connect_options()).clone());
-                let mut listener = PgListener::connect_with(&own).await?;
-                listener.listen(CHANNEL).await?;
-                Some(listener)
-            }
-            Db::Sqlite { .. } => None,
-        };
+        let signal = self.users.change_signal().await?;
         let mut timer = tokio::time::interval(every.max(Duration::from_millis(10)));
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(CredentialWatch {
             last: self.latest_credential_change().await?,
             store: self.clone(),
-            listener,
+            signal,
             timer,
         })
     }
@@ -190,7 +96,7 @@ impl Store {
 pub struct CredentialWatch {
     store: Store,
     last: i64,
-    listener: Option<PgListener>,
+    signal: Option<Box<dyn ChangeSignal>>,
     timer: tokio::time::Interval,
 }
 
@@ -198,11 +104,10 @@ impl CredentialWatch {
     /// Waits for the next changes and returns the users they concern.
     pub async fn next(&mut self) -> Result<Vec<Uuid>, StoreError> {
         loop {
-            match &mut self.listener {
-                // `recv` is cancel-safe; it reconnects by itself after an error, which is
-                // returned once (and then the timer paces the retries).
-                Some(listener) => tokio::select! {
-                    woken = listener.recv() => {
+            match &mut self.signal {
+                // An error is returned once (and then the timer paces the retries).
+                Some(signal) => tokio::select! {
+                    woken = signal.recv() => {
                         if let Err(e) = woken {
                             tracing::warn!(error = %e, "credential notifications interrupted");
                             self.timer.tick().await;

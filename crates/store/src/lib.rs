@@ -1,13 +1,18 @@
 //! Storage for bourse over PostgreSQL (production) and SQLite (embedded default).
 //!
-//! One [`Store`] value hides which engine is behind it: each repository method matches on the
-//! engine and runs SQL written for it. The two schemas carry the same data; SQLite keeps decimals
-//! as TEXT and instants as INTEGER microseconds so that both stay exact and ordered.
+//! One [`Store`] value hides which engine is behind it. Each aggregate has a repository trait,
+//! declared next to the types it returns: [`feed::FeedRepo`] (stocks, ticks, analyses, dead
+//! letters and their retention), [`orders::OrderRepo`] (orders, their events and idempotency keys),
+//! [`outbox::OutboxRepo`] (the relays' side: claims, outcomes, event publishing),
+//! [`bars::BarRepo`] (import, range reads, resampling in SQL), [`quotes::QuoteRepo`] (quote
+//! history) and [`users::UserRepo`] (users, API keys, credential changes). Each trait has two
+//! implementations, one per engine, in the private modules `pg` and `sqlite`, every file in one
+//! SQL dialect. The engine is chosen once, in [`Store::connect`]; the store's methods forward to
+//! the chosen implementations through `dyn` traits (docs/decisions/0007). Row mappers are written
+//! once against a small decoding trait (`row::Columns`): SQLite keeps decimals as TEXT and
+//! instants as INTEGER microseconds so that both stay exact and ordered.
 //!
-//! Repositories by resource: [`feed`] (stocks, ticks, analyses, dead letters), [`orders`]
-//! (orders, outbox, events, idempotency keys), [`bars`] (import, roll-up, resampling in SQL),
-//! quote history, users and API keys. Errors are [`StoreError`]; `testing` (feature `testing`)
-//! makes throw-away databases for tests.
+//! Errors are [`StoreError`]; `testing` (feature `testing`) makes throw-away databases for tests.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), bourse_store::StoreError> {
@@ -27,9 +32,12 @@ mod error;
 pub mod feed;
 pub mod group_commit;
 pub mod orders;
+pub mod outbox;
+mod pg;
 pub mod quotes;
 pub mod retention;
-mod sqlite_codec;
+mod row;
+mod sqlite;
 pub mod users;
 
 #[cfg(feature = "testing")]
@@ -37,11 +45,9 @@ pub mod testing;
 
 pub use error::StoreError;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
-use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which engine a URL names.
@@ -65,20 +71,35 @@ impl Engine {
     }
 }
 
-#[derive(Clone, Debug)]
-pub(crate) enum Db {
-    Postgres(PgPool),
-    /// SQLite allows one writer at a time: all writes go through a single connection so that
-    /// they queue in-process instead of failing with SQLITE_BUSY; reads use their own pool.
-    Sqlite {
-        read: SqlitePool,
-        write: SqlitePool,
-    },
+/// What concerns the database as a whole rather than one aggregate.
+#[async_trait]
+pub(crate) trait Database: Send + Sync {
+    /// Applies the migrations of this engine that are not applied yet.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// A cheap round trip.
+    async fn ping(&self) -> Result<(), StoreError>;
+    async fn close(&self);
 }
 
-#[derive(Clone, Debug)]
+/// The storage of bourse: cheap to clone (each repository is one shared pointer).
+#[derive(Clone)]
 pub struct Store {
-    pub(crate) db: Db,
+    engine: Engine,
+    db: Arc<dyn Database>,
+    pub(crate) feed: Arc<dyn feed::FeedRepo>,
+    pub(crate) orders: Arc<dyn orders::OrderRepo>,
+    pub(crate) outbox: Arc<dyn outbox::OutboxRepo>,
+    pub(crate) bars: Arc<dyn bars::BarRepo>,
+    pub(crate) quotes: Arc<dyn quotes::QuoteRepo>,
+    pub(crate) users: Arc<dyn users::UserRepo>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("engine", &self.engine)
+            .finish()
+    }
 }
 
 /// Connection settings that matter in production.
@@ -99,11 +120,6 @@ impl Default for ConnectOptions {
     }
 }
 
-/// How a transaction on the SQLite writer begins: taking the write lock at once, so that a writer
-/// in another process makes it wait (`busy_timeout`) instead of failing with "database is locked"
-/// when a transaction that has already read tries to write.
-pub(crate) const SQLITE_BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
-
 /// When a SQLite commit reaches the disk (`PRAGMA synchronous`; the journal is WAL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -119,115 +135,49 @@ pub enum SqliteSync {
 
 impl Store {
     /// Connects to `url` (`postgres://…` or `sqlite://path`, `sqlite:///abs/path`; a missing
-    /// SQLite file is created).
+    /// SQLite file is created). The one place that chooses the engine.
     pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Store, StoreError> {
-        match Engine::of_url(url)? {
-            Engine::Postgres => {
-                let options = PgConnectOptions::from_str(url)
-                    .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
-                let pool = PgPoolOptions::new()
-                    .max_connections(opts.max_connections)
-                    .acquire_timeout(opts.acquire_timeout)
-                    .connect_with(options)
-                    .await?;
-                Ok(Store {
-                    db: Db::Postgres(pool),
-                })
-            }
-            Engine::Sqlite => {
-                let options = SqliteConnectOptions::from_str(url)
-                    .map_err(|e| StoreError::InvalidUrl(e.to_string()))?
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(match opts.sqlite_synchronous {
-                        SqliteSync::Full => SqliteSynchronous::Full,
-                        SqliteSync::Normal => SqliteSynchronous::Normal,
-                    })
-                    .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(5));
-                let write = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect_with(options.clone())
-                    .await?;
-                let read = SqlitePoolOptions::new()
-                    .max_connections(opts.max_connections.clamp(1, 8))
-                    .acquire_timeout(opts.acquire_timeout)
-                    .connect_with(options.read_only(false))
-                    .await?;
-                Ok(Store {
-                    db: Db::Sqlite { read, write },
-                })
-            }
+        let engine = Engine::of_url(url)?;
+        Ok(match engine {
+            Engine::Postgres => Store::over(engine, pg::Pg::connect(url, opts).await?),
+            Engine::Sqlite => Store::over(engine, sqlite::Sqlite::connect(url, opts).await?),
+        })
+    }
+
+    /// Splits one engine's implementation into the repositories.
+    fn over<B>(engine: Engine, backend: B) -> Store
+    where
+        B: Database + feed::FeedRepo + orders::OrderRepo + bars::BarRepo + 'static,
+        B: outbox::OutboxRepo + quotes::QuoteRepo + users::UserRepo,
+    {
+        let backend = Arc::new(backend);
+        Store {
+            engine,
+            db: backend.clone(),
+            feed: backend.clone(),
+            orders: backend.clone(),
+            outbox: backend.clone(),
+            bars: backend.clone(),
+            quotes: backend.clone(),
+            users: backend,
         }
     }
 
     pub fn engine(&self) -> Engine {
-        match self.db {
-            Db::Postgres(_) => Engine::Postgres,
-            Db::Sqlite { .. } => Engine::Sqlite,
-        }
+        self.engine
     }
 
     /// Applies the migrations of this engine that are not applied yet.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match &self.db {
-            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
-            Db::Sqlite { write, .. } => sqlx::migrate!("./migrations/sqlite").run(write).await?,
-        }
-        Ok(())
+        self.db.migrate().await
     }
 
     /// Cheap round trip used by health and readiness checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match &self.db {
-            Db::Postgres(pool) => {
-                sqlx::query("SELECT 1").execute(pool).await?;
-            }
-            Db::Sqlite { read, .. } => {
-                sqlx::query("SELECT 1").execute(read).await?;
-            }
-        }
-        Ok(())
+        self.db.ping().await
     }
 
     pub async fn close(&self) {
-        match &self.db {
-            Db::Postgres(pool) => pool.close().await,
-            Db::Sqlite { read, write } => {
-                read.close().await;
-                write.close().await;
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `PRAGMA synchronous` of the connection that commits every write: 2 is FULL, 1 NORMAL.
-    async fn synchronous(sync: SqliteSync) -> i64 {
-        let db = testing::TestDb::sqlite();
-        let opts = ConnectOptions {
-            sqlite_synchronous: sync,
-            ..ConnectOptions::default()
-        };
-        let store = Store::connect(&db.url, &opts).await.unwrap();
-        let Db::Sqlite { write, .. } = &store.db else {
-            unreachable!("a SQLite URL")
-        };
-        let level = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(write)
-            .await
-            .unwrap();
-        store.close().await;
-        level
-    }
-
-    #[tokio::test]
-    async fn sqlite_commits_are_synced_unless_told_otherwise() {
-        assert_eq!(synchronous(SqliteSync::default()).await, 2);
-        assert_eq!(synchronous(SqliteSync::Normal).await, 1);
+        self.db.close().await
     }
 }

@@ -1,11 +1,11 @@
 //! Quote history (what each user asked for) and the most-requested stocks.
 
 use crate::group_commit::{BatchLimits, GroupCommit};
-use crate::sqlite_codec::{decimal, from_micros, micros};
-use crate::{Db, Store, StoreError};
+use crate::row::Columns;
+use crate::{Store, StoreError};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::Row;
 use uuid::Uuid;
 
 /// One answered quote as it is recorded.
@@ -30,7 +30,51 @@ pub struct HistoryEntry {
     pub record: QuoteRecord,
 }
 
-const COLUMNS: &str = "id, code, symbol, name, open, high, low, close, requested_at";
+/// Entries of `user` with an id below `before`, newest first, at most `limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryPage {
+    pub user: Uuid,
+    pub before: i64,
+    pub limit: u32,
+}
+
+/// The columns of a history entry, in the order [`entry`] decodes them.
+pub(crate) const COLUMNS: &str = "id, code, symbol, name, open, high, low, close, requested_at";
+
+/// The most requested codes; the limit is the one parameter.
+pub(crate) const TOP: &str = "SELECT code, COUNT(*) AS times FROM quote_history GROUP BY code \
+     ORDER BY times DESC, code ASC LIMIT";
+
+/// A row of [`COLUMNS`].
+pub(crate) fn entry(r: &impl Columns) -> Result<HistoryEntry, StoreError> {
+    Ok(HistoryEntry {
+        id: r.int(0)?,
+        record: QuoteRecord {
+            code: r.text(1)?,
+            symbol: r.text(2)?,
+            name: r.text(3)?,
+            open: r.decimal(4)?,
+            high: r.decimal(5)?,
+            low: r.decimal(6)?,
+            close: r.decimal(7)?,
+            requested_at: r.instant(8)?,
+        },
+    })
+}
+
+/// A row of [`TOP`]: a code and how often it was requested.
+pub(crate) fn top(r: &impl Columns) -> Result<(String, i64), StoreError> {
+    Ok((r.text(0)?, r.int(1)?))
+}
+
+/// The quote history's storage, one implementation per engine.
+#[async_trait]
+pub trait QuoteRepo: Send + Sync {
+    /// [`Store::record_quotes`], `batch` not empty.
+    async fn record_quotes(&self, batch: &[(Uuid, QuoteRecord)]) -> Result<(), StoreError>;
+    async fn history(&self, page: HistoryPage) -> Result<Vec<HistoryEntry>, StoreError>;
+    async fn top_requested(&self, n: u32) -> Result<Vec<(String, i64)>, StoreError>;
+}
 
 impl Store {
     /// Records one answered quote in `user`'s history.
@@ -43,76 +87,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        match &self.db {
-            Db::Postgres(pool) => {
-                let column = |f: fn(&QuoteRecord) -> Decimal| -> Vec<Decimal> {
-                    batch.iter().map(|(_, r)| f(r)).collect()
-                };
-                // WITH ORDINALITY + ORDER BY: the ids (the history's order) follow the batch.
-                sqlx::query(
-                    "INSERT INTO quote_history \
-                       (user_id, code, symbol, name, open, high, low, close, requested_at) \
-                     SELECT u, c, s, n, o, h, l, cl, t FROM UNNEST($1::uuid[], $2::text[], \
-                       $3::text[], $4::text[], $5::numeric[], $6::numeric[], $7::numeric[], \
-                       $8::numeric[], $9::timestamptz[]) WITH ORDINALITY \
-                       AS b(u, c, s, n, o, h, l, cl, t, i) ORDER BY i",
-                )
-                .bind(batch.iter().map(|(u, _)| *u).collect::<Vec<_>>())
-                .bind(
-                    batch
-                        .iter()
-                        .map(|(_, r)| r.code.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    batch
-                        .iter()
-                        .map(|(_, r)| r.symbol.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    batch
-                        .iter()
-                        .map(|(_, r)| r.name.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(column(|r| r.open))
-                .bind(column(|r| r.high))
-                .bind(column(|r| r.low))
-                .bind(column(|r| r.close))
-                .bind(
-                    batch
-                        .iter()
-                        .map(|(_, r)| r.requested_at)
-                        .collect::<Vec<_>>(),
-                )
-                .execute(pool)
-                .await?;
-            }
-            Db::Sqlite { write, .. } => {
-                let mut tx = write.begin_with(crate::SQLITE_BEGIN_WRITE).await?;
-                for (user, r) in batch {
-                    sqlx::query(
-                        "INSERT INTO quote_history \
-                           (user_id, code, symbol, name, open, high, low, close, requested_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
-                    .bind(user.to_string())
-                    .bind(&r.code)
-                    .bind(&r.symbol)
-                    .bind(&r.name)
-                    .bind(r.open.to_string())
-                    .bind(r.high.to_string())
-                    .bind(r.low.to_string())
-                    .bind(r.close.to_string())
-                    .bind(micros(r.requested_at))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-            }
-        }
-        Ok(())
+        self.quotes.record_quotes(batch).await
     }
 
     /// A group-commit writer for the history (see [`crate::group_commit`]): what `GET /stock`
@@ -132,76 +107,16 @@ impl Store {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM quote_history WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-        );
-        let before = before.unwrap_or(i64::MAX);
-        match &self.db {
-            Db::Postgres(pool) => sqlx::query(&sql)
-                .bind(user)
-                .bind(before)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok(HistoryEntry {
-                        id: r.try_get(0)?,
-                        record: QuoteRecord {
-                            code: r.try_get(1)?,
-                            symbol: r.try_get(2)?,
-                            name: r.try_get(3)?,
-                            open: r.try_get(4)?,
-                            high: r.try_get(5)?,
-                            low: r.try_get(6)?,
-                            close: r.try_get(7)?,
-                            requested_at: r.try_get(8)?,
-                        },
-                    })
-                })
-                .collect(),
-            Db::Sqlite { read, .. } => sqlx::query(&sql)
-                .bind(user.to_string())
-                .bind(before)
-                .bind(i64::from(limit))
-                .fetch_all(read)
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok(HistoryEntry {
-                        id: r.try_get(0)?,
-                        record: QuoteRecord {
-                            code: r.try_get(1)?,
-                            symbol: r.try_get(2)?,
-                            name: r.try_get(3)?,
-                            open: decimal(&r.try_get::<String, _>(4)?)?,
-                            high: decimal(&r.try_get::<String, _>(5)?)?,
-                            low: decimal(&r.try_get::<String, _>(6)?)?,
-                            close: decimal(&r.try_get::<String, _>(7)?)?,
-                            requested_at: from_micros(r.try_get(8)?)?,
-                        },
-                    })
-                })
-                .collect(),
-        }
+        let page = HistoryPage {
+            user,
+            before: before.unwrap_or(i64::MAX),
+            limit,
+        };
+        self.quotes.history(page).await
     }
 
     /// The `n` most requested codes over all users, most requested first (ties by code).
     pub async fn top_requested(&self, n: u32) -> Result<Vec<(String, i64)>, StoreError> {
-        let sql = "SELECT code, COUNT(*) AS times FROM quote_history GROUP BY code \
-                   ORDER BY times DESC, code ASC LIMIT $1";
-        let rows = match &self.db {
-            Db::Postgres(pool) => sqlx::query(sql).bind(i64::from(n)).fetch_all(pool).await?,
-            Db::Sqlite { read, .. } => {
-                let rows = sqlx::query(sql).bind(i64::from(n)).fetch_all(read).await?;
-                return rows
-                    .iter()
-                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                    .collect();
-            }
-        };
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+        self.quotes.top_requested(n).await
     }
 }

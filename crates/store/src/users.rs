@@ -1,9 +1,11 @@
 //! Users and their roles. Password hashing happens above this layer; only hashes are stored.
 
-use crate::sqlite_codec::{micros, uuid};
-use crate::{Db, Store, StoreError};
-use chrono::Utc;
-use sqlx::Row;
+use crate::credentials::{ChangeSignal, CredentialChange};
+use crate::row::Columns;
+use crate::{Store, StoreError};
+use async_trait::async_trait;
+use sqlx::query::Query;
+use sqlx::{Database, Encode, Type};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +22,7 @@ impl Role {
         }
     }
 
-    fn parse(text: &str) -> Result<Role, StoreError> {
+    pub(crate) fn parse(text: &str) -> Result<Role, StoreError> {
         match text {
             "user" => Ok(Role::User),
             "admin" => Ok(Role::Admin),
@@ -58,23 +60,41 @@ pub struct Credentials {
 }
 
 /// The unique keys a user is looked up by.
-#[derive(Clone, Copy)]
-enum Key {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
     Username,
     Id,
     /// The hash of one of the user's unrevoked API keys.
     ApiKeyHash,
 }
 
-const INSERT_KEY: &str =
-    "INSERT INTO api_keys (key_hash, user_id, prefix, created_at) VALUES ($1, $2, $3, $4)";
+/// The columns of a user, in the order [`credentials`] decodes them.
+pub(crate) const COLUMNS: &str = "id, username, email, role, active, password_hash, token_version";
 
-/// A key hash collision means a duplicated key, which 256 random bits make practically impossible.
-fn key_taken(e: sqlx::Error) -> StoreError {
-    StoreError::from_insert(e, "API key already exists")
+/// A row of [`COLUMNS`].
+pub(crate) fn credentials(r: &impl Columns) -> Result<Credentials, StoreError> {
+    Ok(Credentials {
+        user: User {
+            id: r.uuid(0)?,
+            username: r.text(1)?,
+            email: r.opt_text(2)?,
+            role: Role::parse(&r.text(3)?)?,
+            active: r.flag(4)?,
+            token_version: r.int(6)?,
+        },
+        password_hash: r.opt_text(5)?,
+    })
 }
 
-const COLUMNS: &str = "id, username, email, role, active, password_hash, token_version";
+/// "username or email already taken" when `e` is a unique violation.
+pub(crate) fn user_taken(e: sqlx::Error) -> StoreError {
+    StoreError::from_insert(e, "username or email already taken")
+}
+
+/// A key hash collision means a duplicated key, which 256 random bits make practically impossible.
+pub(crate) fn key_taken(e: sqlx::Error) -> StoreError {
+    StoreError::from_insert(e, "API key already exists")
+}
 
 /// An API key as stored: its hash and a short prefix, never the key itself (hashing happens
 /// above this layer, like password hashing).
@@ -84,6 +104,74 @@ pub struct NewApiKey {
     pub hash: String,
     /// The first characters of the key, to recognise it in a list.
     pub prefix: String,
+}
+
+/// A user to insert, with an API key when registering.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration<'a> {
+    pub id: Uuid,
+    pub user: &'a NewUser,
+    pub key: Option<&'a NewApiKey>,
+}
+
+/// Binds `username, email, first_name, last_name, password_hash, role` of `new`, in that order.
+pub(crate) fn bind_profile<'q, DB>(
+    query: Query<'q, DB, <DB as Database>::Arguments<'q>>,
+    new: &'q NewUser,
+) -> Query<'q, DB, <DB as Database>::Arguments<'q>>
+where
+    DB: Database,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+{
+    query
+        .bind(new.username.as_str())
+        .bind(new.email.as_deref())
+        .bind(new.first_name.as_deref())
+        .bind(new.last_name.as_deref())
+        .bind(new.password_hash.as_deref())
+        .bind(new.role.as_str())
+}
+
+/// Binds `key_hash, user_id, prefix, created_at` of an API key of `user`.
+pub(crate) fn bind_key<'q, DB, U, T>(
+    query: Query<'q, DB, <DB as Database>::Arguments<'q>>,
+    key: &'q NewApiKey,
+    user: U,
+    at: T,
+) -> Query<'q, DB, <DB as Database>::Arguments<'q>>
+where
+    DB: Database,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    U: 'q + Encode<'q, DB> + Type<DB>,
+    T: 'q + Encode<'q, DB> + Type<DB>,
+{
+    query
+        .bind(key.hash.as_str())
+        .bind(user)
+        .bind(key.prefix.as_str())
+        .bind(at)
+}
+
+/// Users, their API keys and their credential changes, one implementation per engine.
+#[async_trait]
+pub trait UserRepo: Send + Sync {
+    /// Inserts the user, and their key when given, in one transaction.
+    async fn insert_user(&self, new: Registration<'_>) -> Result<(), StoreError>;
+    async fn add_api_key(&self, user_id: Uuid, key: &NewApiKey) -> Result<(), StoreError>;
+    /// The user whose `key` is `value` (never containing NUL).
+    async fn find(&self, key: Lookup, value: &str) -> Result<Option<Credentials>, StoreError>;
+    async fn count_users(&self) -> Result<i64, StoreError>;
+    /// [`Store::change_credentials`].
+    async fn change_credentials(
+        &self,
+        id: Uuid,
+        change: &CredentialChange,
+    ) -> Result<u64, StoreError>;
+    async fn latest_credential_change(&self) -> Result<i64, StoreError>;
+    async fn credential_changes_since(&self, seq: i64) -> Result<Vec<(i64, Uuid)>, StoreError>;
+    /// What wakes a [`crate::credentials::CredentialWatch`] early; `None`: the timer alone.
+    async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>, StoreError>;
 }
 
 impl Store {
@@ -104,66 +192,8 @@ impl Store {
         key: Option<&NewApiKey>,
     ) -> Result<User, StoreError> {
         let id = Uuid::new_v4();
-        let now = Utc::now();
-        let taken = |e| StoreError::from_insert(e, "username or email already taken");
-        let sql = "INSERT INTO users (id, username, email, first_name, last_name, password_hash, role, active, created_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-        match &self.db {
-            Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(sql)
-                    .bind(id)
-                    .bind(&new.username)
-                    .bind(&new.email)
-                    .bind(&new.first_name)
-                    .bind(&new.last_name)
-                    .bind(&new.password_hash)
-                    .bind(new.role.as_str())
-                    .bind(true)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(taken)?;
-                if let Some(key) = key {
-                    sqlx::query(INSERT_KEY)
-                        .bind(&key.hash)
-                        .bind(id)
-                        .bind(&key.prefix)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(key_taken)?;
-                }
-                tx.commit().await?;
-            }
-            Db::Sqlite { write, .. } => {
-                let mut tx = write.begin_with(crate::SQLITE_BEGIN_WRITE).await?;
-                sqlx::query(sql)
-                    .bind(id.to_string())
-                    .bind(&new.username)
-                    .bind(&new.email)
-                    .bind(&new.first_name)
-                    .bind(&new.last_name)
-                    .bind(&new.password_hash)
-                    .bind(new.role.as_str())
-                    .bind(1_i64)
-                    .bind(micros(now))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(taken)?;
-                if let Some(key) = key {
-                    sqlx::query(INSERT_KEY)
-                        .bind(&key.hash)
-                        .bind(id.to_string())
-                        .bind(&key.prefix)
-                        .bind(micros(now))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(key_taken)?;
-                }
-                tx.commit().await?;
-            }
-        }
+        let registration = Registration { id, user: new, key };
+        self.users.insert_user(registration).await?;
         Ok(User {
             id,
             username: new.username.clone(),
@@ -176,34 +206,14 @@ impl Store {
 
     /// Adds an API key to an existing user (`bourse user token`).
     pub async fn add_api_key(&self, user_id: Uuid, key: &NewApiKey) -> Result<(), StoreError> {
-        let now = Utc::now();
-        let result = match &self.db {
-            Db::Postgres(pool) => sqlx::query(INSERT_KEY)
-                .bind(&key.hash)
-                .bind(user_id)
-                .bind(&key.prefix)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|_| ()),
-            Db::Sqlite { write, .. } => sqlx::query(INSERT_KEY)
-                .bind(&key.hash)
-                .bind(user_id.to_string())
-                .bind(&key.prefix)
-                .bind(micros(now))
-                .execute(write)
-                .await
-                .map(|_| ()),
-        };
-        result.map_err(key_taken)?;
-        Ok(())
+        self.users.add_api_key(user_id, key).await
     }
 
     /// The user owning the API key with this hash, if the key exists and is not revoked.
     /// Inactive users are returned too (with `active` false): refusing them is the caller's rule.
     pub async fn user_by_api_key(&self, key_hash: &str) -> Result<Option<User>, StoreError> {
         Ok(self
-            .credentials_where(Key::ApiKeyHash, key_hash)
+            .credentials_where(Lookup::ApiKeyHash, key_hash)
             .await?
             .map(|c| c.user))
     }
@@ -212,82 +222,29 @@ impl Store {
         &self,
         username: &str,
     ) -> Result<Option<Credentials>, StoreError> {
-        self.credentials_where(Key::Username, username).await
+        self.credentials_where(Lookup::Username, username).await
     }
 
     pub async fn user_by_id(&self, id: Uuid) -> Result<Option<User>, StoreError> {
         Ok(self
-            .credentials_where(Key::Id, &id.to_string())
+            .credentials_where(Lookup::Id, &id.to_string())
             .await?
             .map(|c| c.user))
     }
 
     async fn credentials_where(
         &self,
-        key: Key,
+        key: Lookup,
         value: &str,
     ) -> Result<Option<Credentials>, StoreError> {
         if value.contains('\0') {
             // PostgreSQL's text refuses NUL (an error, not "no such user"); no stored value has one.
             return Ok(None);
         }
-        match &self.db {
-            Db::Postgres(pool) => {
-                let condition = match key {
-                    Key::Username => "username = $1",
-                    Key::Id => "id = $1::uuid",
-                    Key::ApiKeyHash => {
-                        "id = (SELECT user_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL)"
-                    }
-                };
-                let sql = format!("SELECT {COLUMNS} FROM users WHERE {condition}");
-                let Some(r) = sqlx::query(&sql).bind(value).fetch_optional(pool).await? else {
-                    return Ok(None);
-                };
-                Ok(Some(Credentials {
-                    user: User {
-                        id: r.try_get(0)?,
-                        username: r.try_get(1)?,
-                        email: r.try_get(2)?,
-                        role: Role::parse(&r.try_get::<String, _>(3)?)?,
-                        active: r.try_get(4)?,
-                        token_version: r.try_get(6)?,
-                    },
-                    password_hash: r.try_get(5)?,
-                }))
-            }
-            Db::Sqlite { read, .. } => {
-                let condition = match key {
-                    Key::Username => "username = ?",
-                    Key::Id => "id = ?",
-                    Key::ApiKeyHash => {
-                        "id = (SELECT user_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL)"
-                    }
-                };
-                let sql = format!("SELECT {COLUMNS} FROM users WHERE {condition}");
-                let Some(r) = sqlx::query(&sql).bind(value).fetch_optional(read).await? else {
-                    return Ok(None);
-                };
-                Ok(Some(Credentials {
-                    user: User {
-                        id: uuid(&r.try_get::<String, _>(0)?)?,
-                        username: r.try_get(1)?,
-                        email: r.try_get(2)?,
-                        role: Role::parse(&r.try_get::<String, _>(3)?)?,
-                        active: r.try_get::<i64, _>(4)? != 0,
-                        token_version: r.try_get(6)?,
-                    },
-                    password_hash: r.try_get(5)?,
-                }))
-            }
-        }
+        self.users.find(key, value).await
     }
 
     pub async fn count_users(&self) -> Result<i64, StoreError> {
-        let sql = "SELECT COUNT(*) FROM users";
-        Ok(match &self.db {
-            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
-            Db::Sqlite { read, .. } => sqlx::query_scalar(sql).fetch_one(read).await?,
-        })
+        self.users.count_users().await
     }
 }
