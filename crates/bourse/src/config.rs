@@ -2,7 +2,7 @@
 //! environment variables, then command-line flags; each layer overrides the one before.
 //!
 //! The settings are grouped in sections (`sections.rs`); each role's flags are the sections it
-//! uses, declared with [`role_config!`]. clap reads the flags and the environment (and writes
+//! uses, declared with `role_config!`. clap reads the flags and the environment (and writes
 //! `--help` from the same definitions); figment slips `bourse.toml` in under them.
 
 mod sections;
