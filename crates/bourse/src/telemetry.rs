@@ -1,12 +1,12 @@
 //! Logs (tracing; text or JSON) and the Prometheus recorder.
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Log, LogFormat};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::io::Write;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
-pub fn init_logging(config: &Config) {
+pub fn init_logging(config: &Log) {
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let json = config.log_format == LogFormat::Json;

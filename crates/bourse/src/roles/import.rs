@@ -16,7 +16,7 @@
 //! (bytes read, rows, rows/s) is drawn on stderr when it is a terminal; a summary line is printed
 //! on stdout at the end.
 
-use crate::config::Config;
+use crate::config::Database;
 use anyhow::Context;
 use bourse_domain::bar_csv::{is_blank, CsvLayout};
 use bourse_domain::{Bar, BarError};
@@ -42,14 +42,24 @@ pub enum OnError {
     Skip,
 }
 
-#[derive(Debug, Clone)]
+/// The import's own flags (the database comes from the configuration).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    pub files: Vec<PathBuf>,
+    /// What to do with a row that does not parse: stop (rows before it stay imported) or skip it
+    #[arg(long, value_enum, default_value = "stop")]
     pub on_error: OnError,
-    /// Rows per transaction (per writer).
+    /// Rows per transaction
+    // Per writer. On PostgreSQL each batch is one COPY, and larger batches import faster; memory
+    // stays at a few batches (docs/decisions/0003-bar-import-upsert.md).
+    #[arg(long, default_value_t = 50_000)]
     pub batch_size: usize,
-    /// Concurrent writers (transactions) on PostgreSQL; SQLite always uses one.
+    /// Concurrent writers on PostgreSQL (rows are split among them by symbol and date)
+    // SQLite always uses one.
+    #[arg(long, default_value_t = 2)]
     pub writers: usize,
+    /// CSV files: symbol,date,open,high,low,close,volume (BOM and CRLF tolerated; upsert by symbol and date)
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }
 
 /// Skipped rows reported one by one; beyond this, only counted.
@@ -72,7 +82,7 @@ enum Chunk {
     Fatal(anyhow::Error),
 }
 
-pub async fn run(config: &Config, options: Options) -> anyhow::Result<()> {
+pub async fn run(config: &Database, options: Options) -> anyhow::Result<()> {
     anyhow::ensure!(!options.files.is_empty(), "no file to import");
     for file in &options.files {
         anyhow::ensure!(file.is_file(), "{}: no such file", file.display());

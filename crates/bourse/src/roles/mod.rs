@@ -10,7 +10,7 @@ pub mod serve;
 pub mod streamer;
 pub mod user;
 
-use crate::config::Config;
+use crate::config::{Database, Http};
 use anyhow::Context;
 use axum::routing::{get, MethodRouter};
 use bourse_store::{ConnectOptions, Store};
@@ -19,13 +19,13 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub async fn connect(config: &Config) -> anyhow::Result<Store> {
+pub async fn connect(database: &Database) -> anyhow::Result<Store> {
     let opts = ConnectOptions {
-        max_connections: config.database_max_connections,
-        sqlite_synchronous: config.sqlite_synchronous,
+        max_connections: database.database_max_connections,
+        sqlite_synchronous: database.sqlite_synchronous,
         ..ConnectOptions::default()
     };
-    let url = config.database_url.expose_secret();
+    let url = database.database_url.expose_secret();
     Store::connect(url, &opts)
         .await
         .with_context(|| format!("cannot open the database {}", redact(url)))
@@ -46,8 +46,8 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Binds a role's HTTP listener: `BOURSE_HTTP_ADDR`, else the role's own default address.
-pub async fn listen(config: &Config, default_addr: &str) -> anyhow::Result<TcpListener> {
-    let addr = config.http_addr.as_deref().unwrap_or(default_addr);
+pub async fn listen(http: &Http, default_addr: &str) -> anyhow::Result<TcpListener> {
+    let addr = http.http_addr.as_deref().unwrap_or(default_addr);
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))
@@ -56,12 +56,12 @@ pub async fn listen(config: &Config, default_addr: &str) -> anyhow::Result<TcpLi
 /// Serves a role's HTTP `app` on `listener` with the configured connection bounds until
 /// `shutdown`.
 pub async fn serve_http(
-    config: &Config,
+    http: &Http,
     listener: TcpListener,
     app: axum::Router,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    bourse_api::server::serve(listener, app, config.http_limits(), shutdown.clone())
+    bourse_api::server::serve(listener, app, http.limits(), shutdown.clone())
         .await
         .context("HTTP server failed")
 }

@@ -3,7 +3,7 @@
 //! `/internal/daily`) plus health, readiness and metrics.
 
 use super::{cancel_on_signal, listen, metrics_endpoint, quotes, serve_http};
-use crate::config::Config;
+use crate::config::{Amqp, Http, Quotes};
 use crate::telemetry;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -16,14 +16,14 @@ use tracing::info;
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8001";
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(http: &Http, config: &Quotes, amqp: &Amqp) -> anyhow::Result<()> {
     let metrics = telemetry::init_metrics()?;
-    let service: Arc<dyn QuoteClient> = Arc::new(quotes::service(&config)?);
+    let service: Arc<dyn QuoteClient> = Arc::new(quotes::service(config)?);
     let shutdown = CancellationToken::new();
-    let amqp = config.amqp_url.as_ref().map(|url| {
+    let amqp = amqp.amqp_url.as_ref().map(|url| {
         AmqpServer::spawn(
             service.clone(),
-            quotes::amqp_config(&config, url.expose_secret()),
+            quotes::amqp_config(config, url.expose_secret()),
             &shutdown,
         )
     });
@@ -48,10 +48,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }),
         )
         .route("/metrics", metrics_endpoint(metrics));
-    let listener = listen(&config, DEFAULT_ADDR).await?;
+    let listener = listen(http, DEFAULT_ADDR).await?;
     info!(addr = %listener.local_addr()?, amqp = amqp.is_some(), queue = %config.quote_queue, "bourse quote-service listening");
     cancel_on_signal(&shutdown);
-    let served = serve_http(&config, listener, app, &shutdown).await;
+    let served = serve_http(http, listener, app, &shutdown).await;
     shutdown.cancel();
     if let Some(server) = amqp {
         server.shutdown().await;

@@ -1,6 +1,6 @@
 //! Wiring of the quote service: its configuration, and which client `serve` uses to reach it.
 
-use crate::config::Config;
+use crate::config::{Amqp, Quotes};
 use anyhow::Context;
 use bourse_quotes::amqp::AmqpQuoteClient;
 use bourse_quotes::http::HttpQuoteClient;
@@ -13,7 +13,7 @@ use tracing::info;
 /// The RPC client timeout (docs/api.md): a request never waits longer for the quote service.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn quote_config(config: &Config) -> QuoteConfig {
+pub fn quote_config(config: &Quotes) -> QuoteConfig {
     let defaults = QuoteConfig::default();
     QuoteConfig {
         stooq_url: config.stooq_url.clone(),
@@ -28,7 +28,7 @@ pub fn quote_config(config: &Config) -> QuoteConfig {
     }
 }
 
-pub fn amqp_config(config: &Config, url: &str) -> AmqpConfig {
+pub fn amqp_config(config: &Quotes, url: &str) -> AmqpConfig {
     let mut amqp = AmqpConfig::new(url).with_queue(config.quote_queue.clone());
     amqp.timeout = CLIENT_TIMEOUT;
     amqp.max_batch = config.quote_max_batch.max(1);
@@ -36,7 +36,7 @@ pub fn amqp_config(config: &Config, url: &str) -> AmqpConfig {
 }
 
 /// The in-process quote service (providers, cache, metrics).
-pub fn service(config: &Config) -> anyhow::Result<QuoteService> {
+pub fn service(config: &Quotes) -> anyhow::Result<QuoteService> {
     let service =
         QuoteService::new(&quote_config(config)).context("cannot build the quote service")?;
     bourse_quotes::describe_metrics(&["stooq", "alphavantage"]);
@@ -45,8 +45,8 @@ pub fn service(config: &Config) -> anyhow::Result<QuoteService> {
 
 /// Over RabbitMQ when `BOURSE_AMQP_URL` is set, else over HTTP when
 /// `BOURSE_QUOTE_SERVICE_URL` is set, else in-process.
-pub fn client(config: &Config) -> anyhow::Result<Arc<dyn QuoteClient>> {
-    if let Some(url) = &config.amqp_url {
+pub fn client(config: &Quotes, amqp: &Amqp) -> anyhow::Result<Arc<dyn QuoteClient>> {
+    if let Some(url) = &amqp.amqp_url {
         info!(queue = %config.quote_queue, "quotes: RabbitMQ RPC to the quote service");
         return Ok(Arc::new(AmqpQuoteClient::new(amqp_config(
             config,

@@ -4,7 +4,7 @@
 //! set, keeps the outbox gauges current, and serves health and metrics.
 
 use super::{cancel_on_signal, connect, listen, metrics_endpoint, redact, serve_http};
-use crate::config::Config;
+use crate::config::{Amqp, Database, Http, Orders};
 use crate::telemetry;
 use anyhow::Context;
 use axum::extract::State;
@@ -30,7 +30,7 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8003";
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// The exchange adapter the configuration names.
-pub fn exchange(config: &Config) -> anyhow::Result<Arc<dyn Exchange>> {
+pub fn exchange(config: &Orders) -> anyhow::Result<Arc<dyn Exchange>> {
     Ok(match &config.exchange_url {
         Some(url) => {
             info!(url = %url, "placing orders at the exchange over HTTP");
@@ -56,7 +56,7 @@ pub fn exchange(config: &Config) -> anyhow::Result<Arc<dyn Exchange>> {
     })
 }
 
-pub fn relay_config(config: &Config) -> anyhow::Result<RelayConfig> {
+pub fn relay_config(config: &Orders) -> anyhow::Result<RelayConfig> {
     anyhow::ensure!(
         config.relay_lease_ms > config.exchange_timeout_ms,
         "BOURSE_RELAY_LEASE_MS ({}) must exceed BOURSE_EXCHANGE_TIMEOUT_MS ({}): a claim must outlive its placement",
@@ -85,13 +85,14 @@ pub fn relay_config(config: &Config) -> anyhow::Result<RelayConfig> {
 /// Starts the relay, the events publisher (with AMQP) and the outbox sampler on `store`. They
 /// stop when `shutdown` is cancelled; await the returned set to let them finish.
 pub fn spawn(
-    config: &Config,
+    config: &Orders,
+    amqp: &Amqp,
     store: &Store,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<JoinSet<()>> {
     let relay = Relay::new(store.clone(), exchange(config)?, relay_config(config)?);
     let mut tasks = JoinSet::new();
-    if let Some(url) = &config.amqp_url {
+    if let Some(url) = &amqp.amqp_url {
         let url = url.expose_secret();
         info!(amqp = %redact(url), exchange = bourse_orders::EVENTS_EXCHANGE, "publishing order events");
         let publisher =
@@ -103,27 +104,32 @@ pub fn spawn(
     Ok(tasks)
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(
+    http: &Http,
+    database: &Database,
+    orders: &Orders,
+    amqp: &Amqp,
+) -> anyhow::Result<()> {
     let metrics = telemetry::init_metrics()?;
     bourse_orders::metrics::describe();
-    let store = connect(&config).await?;
-    if config.migrate {
+    let store = connect(database).await?;
+    if database.migrate {
         store.migrate().await.context("migrations failed")?;
     }
-    info!(database = %redact(config.database_url.expose_secret()), engine = ?store.engine(), "database ready");
+    info!(database = %redact(database.database_url.expose_secret()), engine = ?store.engine(), "database ready");
 
     let shutdown = CancellationToken::new();
-    let mut tasks = spawn(&config, &store, &shutdown)?;
+    let mut tasks = spawn(orders, amqp, &store, &shutdown)?;
 
     let app = Router::new()
         .route("/_healthcheck", get(database_check))
         .route("/readyz", get(database_check))
         .with_state(store.clone())
         .route("/metrics", metrics_endpoint(metrics));
-    let listener = listen(&config, DEFAULT_ADDR).await?;
+    let listener = listen(http, DEFAULT_ADDR).await?;
     info!(addr = %listener.local_addr()?, "bourse relay listening");
     cancel_on_signal(&shutdown);
-    let served = serve_http(&config, listener, app, &shutdown).await;
+    let served = serve_http(http, listener, app, &shutdown).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     store.close().await;

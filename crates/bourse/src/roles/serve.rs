@@ -7,7 +7,7 @@
 
 use super::quotes;
 use super::{cancel_on_signal, connect, listen, redact, serve_http};
-use crate::config::Config;
+use crate::config::{Api, Auth, Config, Database, Quotas};
 use crate::telemetry;
 use anyhow::Context;
 use bourse_api::caller::ClientAddrSource;
@@ -41,22 +41,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     bourse_api::request_log::describe();
     bourse_api::login::describe();
 
-    let jwt = jwt_keys(&config)?;
-    let (traffic, request_log_writer) = traffic(&config)?;
-    let logins = logins(&config, &traffic)?;
-    let quote_client = quotes::client(&config)?;
-    let store = connect(&config).await?;
-    if config.migrate {
+    let jwt = jwt_keys(&config.auth, &config.database)?;
+    let (traffic, request_log_writer) = traffic(&config.api, &config.quotas)?;
+    let logins = logins(&config.auth, &config.quotas, &traffic)?;
+    let quote_client = quotes::client(&config.quotes, &config.amqp)?;
+    let store = connect(&config.database).await?;
+    if config.database.migrate {
         store.migrate().await.context("migrations failed")?;
     }
-    info!(database = %redact(config.database_url.expose_secret()), engine = ?store.engine(), "database ready");
-    let listener = listen(&config, DEFAULT_ADDR).await?;
-    if config.demo_enabled() {
+    info!(database = %redact(config.database.database_url.expose_secret()), engine = ?store.engine(), "database ready");
+    let listener = listen(&config.http, DEFAULT_ADDR).await?;
+    if config.database.demo_enabled() {
         let loopback = listener.local_addr()?.ip().is_loopback();
-        seed_demo(&store, config.database_is_default() && loopback).await?;
+        seed_demo(&store, config.database.is_default() && loopback).await?;
     }
     let credential_changes = store
-        .watch_credentials(Duration::from_millis(config.credentials_check_ms))
+        .watch_credentials(Duration::from_millis(config.auth.credentials_check_ms))
         .await
         .context("cannot follow credential changes")?;
 
@@ -70,8 +70,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         events.clone(),
         IngestorConfig {
-            max_batch: config.ingest_batch.max(1),
-            limits: config.tick_limits(),
+            max_batch: config.feed.ingest_batch.max(1),
+            limits: config.feed.tick_limits(),
             ..IngestorConfig::default()
         },
     );
@@ -83,15 +83,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             done.cancel();
         })
     };
-    let source_task = match &config.mqtt_url {
+    let source_task = match &config.feed.mqtt_url {
         Some(url) => {
             let url: MqttUrl = url.parse()?;
             let mqtt_config = MqttConfig {
                 url,
-                topic: config.mqtt_topic.clone(),
-                client_id: config.mqtt_client_id(),
-                shared_group: config.mqtt_shared_group.clone(),
-                max_packet_bytes: config.mqtt_max_packet_bytes,
+                topic: config.feed.mqtt_topic.clone(),
+                client_id: config.feed.mqtt_client_id(),
+                shared_group: config.feed.mqtt_shared_group.clone(),
+                max_packet_bytes: config.feed.mqtt_max_packet_bytes,
             };
             tokio::spawn(mqtt::consume(
                 mqtt_config,
@@ -103,15 +103,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => {
             info!(
-                rate = config.feed_rate,
-                stocks = config.feed_stocks,
+                rate = config.feed.feed_rate,
+                stocks = config.feed.feed_stocks,
                 "no MQTT broker configured: running the simulated in-process feed"
             );
             readiness.feed.store(true, Ordering::Release);
             tokio::spawn(streamer::run_embedded(
                 StreamerConfig {
-                    stocks: config.feed_stocks.max(1),
-                    rate: config.feed_rate,
+                    stocks: config.feed.feed_stocks.max(1),
+                    rate: config.feed.feed_rate,
                     count: None,
                     part: 0,
                     parts: 1,
@@ -125,13 +125,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Storage bounds: the role that ingests ticks also deletes the old ones.
     let retention_task = tokio::spawn(bourse_feed::retention::run(
         store.clone(),
-        config.retention(),
+        config.feed.retention(),
         shutdown.clone(),
     ));
 
     // Orders: the outbox relay in-process, unless relays run as their own role.
-    let relay_tasks = if config.relay == crate::config::RelayMode::Embedded {
-        Some(super::relay::spawn(&config, &store, &shutdown)?)
+    let relay_tasks = if config.orders.relay == crate::config::RelayMode::Embedded {
+        Some(super::relay::spawn(
+            &config.orders,
+            &config.amqp,
+            &store,
+            &shutdown,
+        )?)
     } else {
         None
     };
@@ -142,13 +147,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         readiness,
         Some(metrics),
         shutdown.clone(),
-        config.api_limits(),
+        config.api.limits(),
         Services {
             jwt,
             quotes: quote_client,
             traffic,
             logins,
-            paging: bourse_api::page::Paging::new(config.page_default, config.page_max)
+            paging: bourse_api::page::Paging::new(config.api.page_default, config.api.page_max)
                 .map_err(anyhow::Error::msg)?,
         },
     );
@@ -169,7 +174,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let quota = ctx.quota.clone();
     // The server gives each request its peer address, what anonymous callers are counted by
     // (unless a proxy header is set).
-    let served = serve_http(&config, listener, bourse_api::app(ctx), &shutdown).await;
+    let served = serve_http(&config.http, listener, bourse_api::app(ctx), &shutdown).await;
     shutdown.cancel();
     if let Some(quota) = quota {
         let given_back = quota.give_back_reservations().await;
@@ -213,7 +218,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Quotas, the request log and the client address source, from the configuration; the request
 /// log's writer is returned to be finished at shutdown.
-fn traffic(config: &Config) -> anyhow::Result<(Traffic, Option<RequestLogWriter>)> {
+fn traffic(config: &Api, quotas: &Quotas) -> anyhow::Result<(Traffic, Option<RequestLogWriter>)> {
     let client_addr = match &config.trusted_proxy_header {
         Some(header) => ClientAddrSource::header(header).with_context(|| {
             format!("BOURSE_TRUSTED_PROXY_HEADER {header:?} is not a header name")
@@ -221,23 +226,23 @@ fn traffic(config: &Config) -> anyhow::Result<(Traffic, Option<RequestLogWriter>
         None => ClientAddrSource::socket(),
     };
     let quota = Quota::new(&QuotaConfig {
-        anonymous: config.quota_anon_per_day,
-        user: config.quota_user_per_day,
+        anonymous: quotas.quota_anon_per_day,
+        user: quotas.quota_user_per_day,
         window: DAY,
-        redis_url: config
+        redis_url: quotas
             .redis_url
             .as_ref()
             .map(|url| url.expose_secret().to_owned()),
-        redis_prefix: config.quota_redis_prefix.clone(),
-        reservations: config.quota_reservations,
+        redis_prefix: quotas.quota_redis_prefix.clone(),
+        reservations: quotas.quota_reservations,
     })
     .context("invalid BOURSE_REDIS_URL")?;
     match &quota {
         Some(quota) => info!(
-            anonymous = config.quota_anon_per_day,
-            user = config.quota_user_per_day,
+            anonymous = quotas.quota_anon_per_day,
+            user = quotas.quota_user_per_day,
             counters = quota.backend_name(),
-            redis = %config.redis_url.as_ref().map(|url| redact(url.expose_secret())).unwrap_or_default(),
+            redis = %quotas.redis_url.as_ref().map(|url| redact(url.expose_secret())).unwrap_or_default(),
             client_address = client_addr.trusted_header().map_or("socket", |h| h.as_str()),
             "quotas per rolling day (0 = unlimited)"
         ),
@@ -270,10 +275,10 @@ fn traffic(config: &Config) -> anyhow::Result<(Traffic, Option<RequestLogWriter>
 
 /// The password checks: bounded hashing, and the throttle, whose counts live in Redis when one is
 /// configured (on the quota's connection when quotas use it).
-fn logins(config: &Config, traffic: &Traffic) -> anyhow::Result<Logins> {
+fn logins(config: &Auth, quotas: &Quotas, traffic: &Traffic) -> anyhow::Result<Logins> {
     let redis = match (
         traffic.quota.as_ref().and_then(Quota::redis),
-        &config.redis_url,
+        &quotas.redis_url,
     ) {
         (Some(shared), _) => Some(shared.clone()),
         (None, Some(url)) => {
@@ -305,7 +310,7 @@ fn logins(config: &Config, traffic: &Traffic) -> anyhow::Result<Logins> {
 
 /// The JWT secret must be set outside the embedded default; there, a random one is generated
 /// (tokens then do not survive a restart, which is fine on a laptop).
-fn jwt_keys(config: &Config) -> anyhow::Result<JwtKeys> {
+fn jwt_keys(config: &Auth, database: &Database) -> anyhow::Result<JwtKeys> {
     match &config.jwt_secret {
         Some(secret) => {
             let secret = secret.expose_secret();
@@ -315,7 +320,7 @@ fn jwt_keys(config: &Config) -> anyhow::Result<JwtKeys> {
             );
             Ok(JwtKeys::new(secret.as_bytes()))
         }
-        None if config.database_is_default() => {
+        None if database.is_default() => {
             warn!("BOURSE_JWT_SECRET is not set: using a random secret for this run (embedded mode only)");
             let secret: [u8; 32] = rand::random();
             Ok(JwtKeys::new(&secret))

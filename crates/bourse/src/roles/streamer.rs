@@ -1,7 +1,7 @@
 //! `bourse streamer`: publishes simulated ticks to MQTT, and serves health and metrics.
 
 use super::{cancel_on_signal, metrics_endpoint};
-use crate::config::Config;
+use crate::config::{Feed, Http};
 use crate::telemetry;
 use axum::routing::get;
 use axum::Router;
@@ -16,14 +16,24 @@ use tracing::info;
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8004";
 const PUBLISHED: &str = "bourse_streamer_published_total";
 
+/// The streamer's own flags (the broker and topic come from the configuration).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// Number of stocks: CIB, Edita, Hamada Inc, then STK004, STK005, ...
+    #[arg(long, default_value_t = 3)]
     pub stocks: usize,
+    /// Ticks per second over all stocks.
+    #[arg(long, default_value_t = 5.0)]
     pub rate: f64,
+    /// Stop after publishing this many ticks (default: run until stopped).
+    #[arg(long)]
     pub count: Option<u64>,
+    /// Parallel MQTT connections (for load generation); the rate is split between them.
+    #[arg(long, default_value_t = 1)]
     pub connections: usize,
 }
 
-pub async fn run(config: Config, opts: Options) -> anyhow::Result<()> {
+pub async fn run(http: &Http, config: &Feed, opts: Options) -> anyhow::Result<()> {
     anyhow::ensure!(opts.stocks >= 1, "--stocks must be at least 1");
     anyhow::ensure!(opts.rate > 0.0, "--rate must be positive");
     let handle = telemetry::init_metrics()?;
@@ -38,7 +48,7 @@ pub async fn run(config: Config, opts: Options) -> anyhow::Result<()> {
     cancel_on_signal(&shutdown);
 
     // Health and metrics for orchestrators.
-    let addr = config
+    let addr = http
         .http_addr
         .clone()
         .unwrap_or_else(|| DEFAULT_ADDR.into());

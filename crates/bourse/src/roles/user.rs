@@ -1,7 +1,7 @@
 //! `bourse user ...`: user administration from the command line.
 
 use super::connect;
-use crate::config::Config;
+use crate::config::Database;
 use anyhow::Context;
 use bourse_store::credentials::CredentialChange;
 use bourse_store::users::{NewUser, Role, User};
@@ -9,7 +9,7 @@ use bourse_store::Store;
 use std::io::{IsTerminal, Read};
 
 pub async fn create(
-    config: &Config,
+    config: &Database,
     username: &str,
     password: &str,
     email: Option<String>,
@@ -54,7 +54,7 @@ async fn find(store: &Store, username: &str) -> anyhow::Result<User> {
 
 /// Issues a new API key for `username` and prints it on stdout (nothing else goes there, so
 /// `KEY=$(bourse user token --username alice)` works). Earlier keys stay valid.
-pub async fn token(config: &Config, username: &str) -> anyhow::Result<()> {
+pub async fn token(config: &Database, username: &str) -> anyhow::Result<()> {
     let store = connect(config).await?;
     store.migrate().await?;
     let user = find(&store, username).await?;
@@ -81,7 +81,7 @@ pub enum Lifecycle {
 
 /// Changes `username`'s credentials. Every running `serve` stops accepting what the change ends
 /// within `BOURSE_CREDENTIALS_CHECK_MS` (see `bourse_api::revocation`).
-pub async fn change(config: &Config, username: &str, what: Lifecycle) -> anyhow::Result<()> {
+pub async fn change(config: &Database, username: &str, what: Lifecycle) -> anyhow::Result<()> {
     let change = match what {
         Lifecycle::Disable => CredentialChange::Disable,
         Lifecycle::Enable => CredentialChange::Enable,
