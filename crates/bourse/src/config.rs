@@ -123,9 +123,6 @@ pub struct Config {
     pub quota_user_per_day: u64,
     /// Prefix of the quota keys in Redis.
     pub quota_redis_prefix: String,
-    /// Serve busy callers far from their limit from reservations taken in Redis (about one
-    /// Redis call a second per busy caller instead of one per batch of requests).
-    pub quota_reservations: bool,
     /// Header in which a trusted reverse proxy passes the client address (`X-Forwarded-For`,
     /// `X-Real-IP`, `Forwarded`); its last entry is used. Unset: the socket's peer address.
     pub trusted_proxy_header: Option<String>,
@@ -253,7 +250,6 @@ impl Default for Config {
             quota_anon_per_day: 100,
             quota_user_per_day: 1000,
             quota_redis_prefix: "bourse:quota:".into(),
-            quota_reservations: true,
             trusted_proxy_header: None,
             request_log: "apicalls.log".into(),
             request_log_max_bytes: 10 * 1024 * 1024,
