@@ -3,7 +3,8 @@
 //!
 //! `Basic` checks the password against its argon2id hash. Because that check is slow by design
 //! and clients send Basic credentials on every request, a successful check is remembered for a
-//! minute under a SHA-256 of the credentials (never the password itself). `Bearer` verifies a JWT
+//! minute under a SHA-256 of the credentials (never the password itself, see
+//! [`crate::credential_cache`]). `Bearer` verifies a JWT
 //! from `/login`; `Token` looks an API key up by its hash (see [`crate::api_key`]). A change to a
 //! user's credentials, on any replica, makes every replica forget that user's cached entries
 //! (see [`crate::revocation`]).
@@ -13,8 +14,8 @@
 //! here then reuse that [`Credential`] instead of checking again.
 
 use crate::api_key;
-use crate::caller::Caller;
 use crate::error::ApiError;
+use crate::identity::{Caller, Credential};
 use crate::login::Scheme;
 use crate::state::ApiContext;
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -23,32 +24,11 @@ use axum::http::request::Parts;
 use base64::Engine;
 use bourse_store::users::{Role, User};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// An authenticated, active user.
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub User);
-
-/// What a request's `Authorization` header turned out to be.
-#[derive(Debug, Clone)]
-pub enum Credential {
-    /// No `Authorization` header.
-    Absent,
-    /// Credentials of an active user.
-    Valid(User),
-    /// Credentials that identify no active user (a route that needs a user answers 401).
-    Invalid,
-    /// Not checked: the check failed for another reason (the database did not answer). The
-    /// extractor checks again and reports that error.
-    Unchecked,
-    /// Not checked, and not to be: too many attempts (429) or no hashing slot (503), with the
-    /// seconds to wait.
-    Refused { busy: bool, retry_after: u64 },
-}
 
 /// An authenticated user with the `admin` role (403 for any other user).
 #[derive(Debug, Clone)]
@@ -163,6 +143,23 @@ pub fn client_ip(parts: &Parts, ctx: &ApiContext) -> Option<IpAddr> {
     ctx.client_addr.client_ip(&parts.headers, peer)
 }
 
+/// The client's address, for handlers: the gate's when it ran, else found the same way.
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<ApiContext> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &ApiContext,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(match parts.extensions.get::<Caller>() {
+            Some(caller) => caller.addr,
+            None => client_ip(parts, ctx),
+        }))
+    }
+}
+
 async fn basic(encoded: &str, addr: Option<IpAddr>, ctx: &ApiContext) -> Result<User, ApiError> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
@@ -253,107 +250,5 @@ pub async fn check_password(
     match creds {
         Some(creds) if matched => Ok(creds.user),
         _ => Err(ApiError::BadCredentials),
-    }
-}
-
-/// Remembers recently verified credentials (see the module doc).
-pub struct CredentialCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<[u8; 32], (Instant, User)>>,
-    /// Counts the times users were forgotten. A lookup that started before one may have read the
-    /// user as they were before the change: [`CredentialCache::put`] then drops its result.
-    generation: AtomicU64,
-}
-
-const MAX_CREDENTIALS: usize = 10_000;
-
-impl CredentialCache {
-    pub fn new(ttl: Duration) -> CredentialCache {
-        CredentialCache {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
-            generation: AtomicU64::new(0),
-        }
-    }
-
-    /// To read before a lookup whose result will be `put`.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// Forgets every entry of these users (their credentials changed).
-    pub fn forget_users(&self, users: &[uuid::Uuid]) {
-        if let Ok(mut map) = self.entries.lock() {
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            map.retain(|_, (_, user)| !users.contains(&user.id));
-        }
-    }
-
-    fn get(&self, key: &[u8; 32]) -> Option<User> {
-        let map = self.entries.lock().ok()?;
-        map.get(key)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, u)| u.clone())
-    }
-
-    /// Remembers `user`, unless users were forgotten since `seen` (a [`generation`]).
-    ///
-    /// [`generation`]: CredentialCache::generation
-    fn put(&self, key: [u8; 32], user: User, seen: u64) {
-        if let Ok(mut map) = self.entries.lock() {
-            if self.generation() != seen {
-                return;
-            }
-            if map.len() >= MAX_CREDENTIALS {
-                map.retain(|_, (at, _)| at.elapsed() < self.ttl);
-                if map.len() >= MAX_CREDENTIALS {
-                    map.clear();
-                }
-            }
-            map.insert(key, (Instant::now(), user));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn user(name: &str) -> User {
-        User {
-            id: uuid::Uuid::new_v4(),
-            username: name.into(),
-            email: None,
-            role: Role::User,
-            active: true,
-            token_version: 0,
-        }
-    }
-
-    #[test]
-    fn forgetting_a_user_drops_all_their_entries_and_only_theirs() {
-        let cache = CredentialCache::new(Duration::from_secs(60));
-        let (alice, bob) = (user("alice"), user("bob"));
-        let seen = cache.generation();
-        cache.put([1; 32], alice.clone(), seen);
-        cache.put([2; 32], alice.clone(), seen);
-        cache.put([3; 32], bob.clone(), seen);
-        cache.forget_users(&[alice.id]);
-        assert!(cache.get(&[1; 32]).is_none());
-        assert!(cache.get(&[2; 32]).is_none());
-        assert_eq!(cache.get(&[3; 32]).map(|u| u.id), Some(bob.id));
-    }
-
-    #[test]
-    fn a_lookup_that_overlapped_a_change_is_not_remembered() {
-        let cache = CredentialCache::new(Duration::from_secs(60));
-        let alice = user("alice");
-        // The lookup starts, the change is applied meanwhile, then the lookup's answer arrives.
-        let seen = cache.generation();
-        cache.forget_users(&[alice.id]);
-        cache.put([1; 32], alice.clone(), seen);
-        assert!(cache.get(&[1; 32]).is_none());
-        cache.put([1; 32], alice.clone(), cache.generation());
-        assert!(cache.get(&[1; 32]).is_some());
     }
 }

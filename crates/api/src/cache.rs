@@ -5,60 +5,42 @@
 //! local invalidation alone could not promise that) while turning thousands of identical reads
 //! per second into a handful of queries.
 //!
-//! Stocks by id are kept in a [`moka`] cache bounded by bytes (`BOURSE_STOCK_CACHE_BYTES`):
-//! requests for random ids evict the least useful entries, never the whole cache, and concurrent
-//! misses of one id share one query.
+//! The two lists are [`moka`] caches of one entry each. Stocks by id are kept in a [`moka`] cache
+//! bounded by bytes (`BOURSE_STOCK_CACHE_BYTES`): requests for random ids evict the least useful
+//! entries, never the whole cache, and concurrent misses of one id share one query.
 
 use crate::ApiError;
 use bourse_store::feed::{StockDetail, StockRow};
 use std::future::Future;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
-
-type Entry<T> = (Instant, Arc<T>);
 
 type Detail = Arc<Option<StockDetail>>;
 
-pub struct StockCache {
-    ttl: Duration,
-    /// `None` when the TTL is zero (no cache).
-    details: Option<moka::future::Cache<Uuid, Detail>>,
-    list: Slot<Vec<StockRow>>,
-    /// The list with each stock's analysis (`GET /stocks?include=technical_analysis`).
-    detailed_list: Slot<Vec<StockDetail>>,
+/// A whole list, the one entry under `()`.
+type ListCache<T> = moka::sync::Cache<(), Arc<T>>;
+
+/// `None` when the TTL is zero (no cache).
+fn list_cache<T: Send + Sync + 'static>(ttl: Duration) -> Option<ListCache<T>> {
+    (!ttl.is_zero()).then(|| moka::sync::Cache::builder().time_to_live(ttl).build())
 }
 
-/// One cached value with its age.
-struct Slot<T>(RwLock<Option<Entry<T>>>);
-
-impl<T> Slot<T> {
-    fn new() -> Slot<T> {
-        Slot(RwLock::new(None))
+/// The list as loaded, remembered in `cache` when there is one.
+fn put<T: Send + Sync + 'static>(cache: &Option<ListCache<T>>, value: T) -> Arc<T> {
+    let value = Arc::new(value);
+    if let Some(cache) = cache {
+        cache.insert((), Arc::clone(&value));
     }
+    value
+}
 
-    fn get(&self, ttl: Duration) -> Option<Arc<T>> {
-        let slot = self.0.read().ok()?;
-        slot.as_ref()
-            .filter(|e| e.0.elapsed() < ttl)
-            .map(|e| e.1.clone())
-    }
-
-    fn put(&self, ttl: Duration, value: T) -> Arc<T> {
-        let value = Arc::new(value);
-        if !ttl.is_zero() {
-            if let Ok(mut slot) = self.0.write() {
-                *slot = Some((Instant::now(), value.clone()));
-            }
-        }
-        value
-    }
-
-    fn clear(&self) {
-        if let Ok(mut slot) = self.0.write() {
-            *slot = None;
-        }
-    }
+pub struct StockCache {
+    /// `None` when the TTL is zero (no cache), like the lists.
+    details: Option<moka::future::Cache<Uuid, Detail>>,
+    list: Option<ListCache<Vec<StockRow>>>,
+    /// The list with each stock's analysis (`GET /stocks?include=technical_analysis`).
+    detailed_list: Option<ListCache<Vec<StockDetail>>>,
 }
 
 impl StockCache {
@@ -71,10 +53,9 @@ impl StockCache {
                 .build()
         });
         StockCache {
-            ttl,
             details,
-            list: Slot::new(),
-            detailed_list: Slot::new(),
+            list: list_cache(ttl),
+            detailed_list: list_cache(ttl),
         }
     }
 
@@ -94,19 +75,19 @@ impl StockCache {
     }
 
     pub fn list(&self) -> Option<Arc<Vec<StockRow>>> {
-        self.list.get(self.ttl)
+        self.list.as_ref()?.get(&())
     }
 
     pub fn put_list(&self, value: Vec<StockRow>) -> Arc<Vec<StockRow>> {
-        self.list.put(self.ttl, value)
+        put(&self.list, value)
     }
 
     pub fn detailed_list(&self) -> Option<Arc<Vec<StockDetail>>> {
-        self.detailed_list.get(self.ttl)
+        self.detailed_list.as_ref()?.get(&())
     }
 
     pub fn put_detailed_list(&self, value: Vec<StockDetail>) -> Arc<Vec<StockDetail>> {
-        self.detailed_list.put(self.ttl, value)
+        put(&self.detailed_list, value)
     }
 
     /// Forgets a stock after a local write, so its writer reads its own write at once.
@@ -114,8 +95,12 @@ impl StockCache {
         if let Some(details) = &self.details {
             details.invalidate(&id).await;
         }
-        self.list.clear();
-        self.detailed_list.clear();
+        if let Some(list) = &self.list {
+            list.invalidate(&());
+        }
+        if let Some(list) = &self.detailed_list {
+            list.invalidate(&());
+        }
     }
 }
 

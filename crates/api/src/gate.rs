@@ -13,8 +13,8 @@
 //! not when called). A request with credentials waits for their check (a lookup the first
 //! time) before the route may see it, so it calls a clone of the route made for it.
 
-use crate::auth::{self, Credential};
-use crate::caller::{is_untracked, path_of, request_path, Caller};
+use crate::auth;
+use crate::identity::{is_untracked, path_of, request_path, Caller, Credential};
 use crate::quota::{Quota, Subject};
 use crate::request_log::{format_line, RequestLog};
 use crate::{ApiContext, ApiError};

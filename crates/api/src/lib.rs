@@ -4,7 +4,8 @@
 //!
 //! Main pieces: [`app`] (the whole router, with the `/api/v1` copy, docs and dashboard),
 //! [`ApiContext`] (the handlers' shared state: store, caches, quote client, quota, channels),
-//! [`gate`] (who is calling, quotas, the request log), [`quota`], [`openapi`].
+//! [`gate`] (who is calling, quotas, the request log), [`identity`] (the credential, caller and
+//! client address they share), [`quota`], [`openapi`].
 //!
 //! ```
 //! use axum::response::IntoResponse;
@@ -19,12 +20,13 @@
 pub mod api_key;
 pub mod auth;
 pub mod cache;
-pub mod caller;
+pub mod credential_cache;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod gate;
 pub mod http_metrics;
+pub mod identity;
 pub mod jwt;
 pub mod login;
 pub mod openapi;
@@ -40,7 +42,7 @@ pub mod state;
 pub mod timeout;
 
 pub use error::ApiError;
-pub use state::{ApiContext, Limits, Readiness, Services, Traffic};
+pub use state::{ApiContext, Gatekeeping, Limits, Readiness, Services};
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;

@@ -6,7 +6,7 @@
 //!
 //! with the time in UTC, the path without its query string, and the caller's email, else
 //! username, else `AnonymousUser`. Health, metrics, docs and the live stream are not logged
-//! ([`crate::caller::is_untracked`]); throttled and unauthorised requests are.
+//! ([`crate::identity::is_untracked`]); throttled and unauthorised requests are.
 //!
 //! Nothing here blocks a request: the [`crate::gate`] formats the line and offers it to a bounded
 //! channel (`try_send`); a dedicated thread writes the lines, flushes whenever the channel runs
@@ -232,7 +232,7 @@ fn rename_if_present(from: &Path, to: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caller::ANONYMOUS;
+    use crate::identity::ANONYMOUS;
     use chrono::TimeZone;
 
     #[test]

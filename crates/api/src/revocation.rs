@@ -3,7 +3,7 @@
 //! credentials, so the next request checks them against the database again. Login tokens also
 //! carry a version that those changes bump (see [`crate::jwt`]).
 
-use crate::auth::CredentialCache;
+use crate::credential_cache::CredentialCache;
 use bourse_store::credentials::CredentialWatch;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;

@@ -1,8 +1,8 @@
 //! What every handler can reach: the `ApiContext` (cheap to clone, all shared state behind `Arc`).
 
-use crate::auth::CredentialCache;
 use crate::cache::StockCache;
-use crate::caller::ClientAddrSource;
+use crate::credential_cache::CredentialCache;
+use crate::identity::ClientAddrSource;
 use crate::jwt::JwtKeys;
 use crate::login::Logins;
 use crate::page::Paging;
@@ -37,18 +37,18 @@ impl Readiness {
 /// The handlers' shared state. axum clones it for every extractor and middleware of every
 /// request, so it is one pointer (docs/decisions/0001-api-state-is-one-pointer.md).
 #[derive(Clone)]
-pub struct ApiContext(Arc<Shared>);
+pub struct ApiContext(Arc<ApiContextInner>);
 
 impl std::ops::Deref for ApiContext {
-    type Target = Shared;
+    type Target = ApiContextInner;
 
-    fn deref(&self) -> &Shared {
+    fn deref(&self) -> &ApiContextInner {
         &self.0
     }
 }
 
 /// What [`ApiContext`] points to.
-pub struct Shared {
+pub struct ApiContextInner {
     pub store: Store,
     /// Quote-history rows of concurrent requests, committed together.
     pub history: GroupCommit<(uuid::Uuid, QuoteRecord)>,
@@ -110,15 +110,15 @@ impl Default for Limits {
 pub struct Services {
     pub jwt: JwtKeys,
     pub quotes: Arc<dyn QuoteClient>,
-    pub traffic: Traffic,
+    pub gatekeeping: Gatekeeping,
     pub logins: Logins,
     pub paging: Paging,
 }
 
-/// Quotas, the request log and how the client address is found: everything that watches the
-/// traffic rather than serving it. The default watches nothing.
+/// What the [`crate::gate`] uses: how the client address is found, the quotas and the request
+/// log; everything that watches the traffic rather than serving it. The default watches nothing.
 #[derive(Default)]
-pub struct Traffic {
+pub struct Gatekeeping {
     pub client_addr: ClientAddrSource,
     pub quota: Option<Quota>,
     pub request_log: Option<RequestLog>,
@@ -134,7 +134,7 @@ impl ApiContext {
         limits: Limits,
         services: Services,
     ) -> ApiContext {
-        ApiContext(Arc::new(Shared {
+        ApiContext(Arc::new(ApiContextInner {
             history: store.history_writer(),
             store,
             events,
@@ -153,9 +153,9 @@ impl ApiContext {
             shutdown,
             jwt: Arc::new(services.jwt),
             quotes: services.quotes,
-            client_addr: Arc::new(services.traffic.client_addr),
-            quota: services.traffic.quota.map(Arc::new),
-            request_log: services.traffic.request_log,
+            client_addr: Arc::new(services.gatekeeping.client_addr),
+            quota: services.gatekeeping.quota.map(Arc::new),
+            request_log: services.gatekeeping.request_log,
             streams: Arc::new(Semaphore::new(limits.max_streams)),
             request_timeout: limits.request_timeout,
             paging: services.paging,

@@ -2,7 +2,7 @@
 //! atomic across "replicas", the rolling window, expiry. Each test uses its own key prefix, so
 //! tests run in parallel without touching each other's (or production's) keys.
 
-use bourse_api::quota::redis::{RedisCounter, Unused};
+use bourse_api::quota::redis::RedisCounter;
 use bourse_api::quota::window::{bucket_of, expiry, BucketLog, Decision, Usage};
 use bourse_api::quota::{Quota, QuotaConfig, Subject};
 use redis::AsyncCommands;
@@ -102,15 +102,6 @@ async fn write_log(
         })
         .collect();
     let _: () = conn.rpush(key, entries).await.unwrap();
-}
-
-/// Reserved requests of `key` in `bucket`, given back.
-fn unused(key: &str, bucket: i64, requests: u64) -> Unused {
-    Unused {
-        key: key.to_owned(),
-        bucket,
-        requests,
-    }
 }
 
 async fn redis_now_ms(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
@@ -380,234 +371,15 @@ async fn a_refused_caller_is_answered_here_until_its_release() {
     }
 }
 
-/// A reservation is counted with the checks that brought it, taken only while the caller has
-/// plenty left (at least `RESERVE_FLOOR`, at most a `RESERVE_SHARE`-th of it), and what is given
-/// back leaves the count.
-#[tokio::test(flavor = "current_thread")]
-async fn reservations_are_counted_and_given_back() {
-    use bourse_api::quota::redis::{RESERVE_FLOOR, RESERVE_SHARE};
-    let key = unique_key("user:reserving");
-    let counter = RedisCounter::connect(&redis_url()).unwrap();
-    let mut conn = admin().await;
-    let limit = 1_000_000;
-    let (usage, grant) = counter
-        .attempt_or_reserve(&key, limit, DAY_MS, Some(100))
-        .await
-        .unwrap();
-    assert!(usage.admitted);
-    assert_eq!(usage.used, 1);
-    let grant = grant.expect("room for a reservation");
-    assert_eq!(grant.reserved, 100);
-    assert_eq!(
-        grant.used, 1,
-        "the first reserved request is the second counted"
-    );
-    assert_eq!(grant.bucket, bucket_of(grant.now_ms, 1000));
-    assert_eq!(grant.valid_until_ms, (grant.bucket + 1) * 1000);
-    assert_eq!(grant.oldest_ms, expiry(grant.bucket, 1000, DAY_MS));
-    assert_eq!(counted(&mut conn, &key).await, 101);
-    // Beside the log, until they may all have come back: the bucket of the last reservation.
-    let marker = format!("{key}:reserved");
-    let reserved_in: i64 = conn.get(&marker).await.unwrap();
-    assert_eq!(reserved_in, grant.bucket);
-    let ttl: i64 = conn.pttl(&marker).await.unwrap();
-    assert!((1..=3000).contains(&ttl), "{ttl}");
-
-    // 60 of them were used; 40 go back. The give-back rides the next call, before its checks.
-    counter.give_back(unused(&key, grant.bucket, 40));
-    let next = counter.attempt(&key, limit, DAY_MS).await.unwrap();
-    assert!(next.admitted);
-    assert_eq!(next.used, 62);
-    assert_eq!(counted(&mut conn, &key).await, 62);
-    // Giving back more than a bucket holds takes it to zero, never below.
-    let bucket = bucket_of(next.now_ms, 1000);
-    counter.give_back(unused(&key, grant.bucket, 1_000));
-    if bucket != grant.bucket {
-        counter.give_back(unused(&key, bucket, 1_000));
-    }
-    assert_eq!(counter.attempt(&key, limit, DAY_MS).await.unwrap().used, 1);
-    let _: () = conn.del(&key).await.unwrap();
-
-    // Near the limit: a share of what remains, and nothing under the floor.
-    assert_eq!((RESERVE_FLOOR, RESERVE_SHARE), (1000, 16));
-    for (limit, expected) in [
-        (1_000_000, 1000),
-        (1081, 67),
-        (1001, 62),
-        (1000, 0),
-        (100, 0),
-    ] {
-        let key = unique_key("user:near");
-        let (usage, grant) = counter
-            .attempt_or_reserve(&key, limit, DAY_MS, Some(1000))
-            .await
-            .unwrap();
-        assert!(usage.admitted);
-        assert_eq!(grant.map_or(0, |g| g.reserved), expected, "limit {limit}");
-        let _: () = conn.del(&key).await.unwrap();
-    }
-}
-
-/// A give-back for a bucket older than the newest one fixes the running totals after it.
+/// Every check of a caller sending one request at a time is a call.
 #[tokio::test]
-async fn a_give_back_to_an_older_bucket_keeps_the_running_totals() {
-    let key = unique_key("user:older");
-    let mut conn = admin().await;
-    let now = redis_now_ms(&mut conn).await;
-    let (a, b, c) = (
-        bucket_of(now - 3000, 1000),
-        bucket_of(now - 2000, 1000),
-        bucket_of(now - 1000, 1000),
-    );
-    write_log(&mut conn, &key, &[(a, 5), (b, 50), (c, 7)]).await;
-    let counter = RedisCounter::connect(&redis_url()).unwrap();
-    counter.give_back(unused(&key, b, 30));
-    // A give-back naming a bucket the log does not hold changes nothing.
-    counter.give_back(unused(&key, a - 5, 3));
-    let usage = counter.attempt(&key, 1_000_000, DAY_MS).await.unwrap();
-    assert_eq!(usage.used, 33);
-    let entries: Vec<String> = conn.lrange(&key, 0, -1).await.unwrap();
-    assert_eq!(entries[1], format!("{b}:20:25"));
-    assert!(
-        entries[2].starts_with(&format!("{c}:7:32:{a}:0:")),
-        "{entries:?}"
-    );
-    assert_eq!(counted(&mut conn, &key).await, 33);
-    let _: () = conn.del(&key).await.unwrap();
-}
-
-/// Two replicas with a caller past its floor: busy callers are served from reservations (far
-/// fewer script calls than checks), no more than the limit is ever admitted, and once the
-/// reservations have ended and gone back, Redis counts exactly the requests admitted, so the
-/// last ones of the quota are still there to take.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reservations_never_admit_past_the_limit_and_come_back() {
-    use std::sync::Arc;
-    let prefix = unique_prefix();
-    let limit = 3_000;
-    let replica = || {
-        Arc::new(redis_quota(
-            &prefix,
-            QuotaConfig {
-                anonymous: 0,
-                user: limit,
-                ..QuotaConfig::default()
-            },
-        ))
-    };
-    let (a, b) = (replica(), replica());
-    let id = uuid::Uuid::new_v4();
-    let user = Subject::User(id);
-    // 16 clients a replica, 100 requests each, as fast as they are answered.
-    let mut clients = Vec::new();
-    for i in 0..32 {
-        let quota = Arc::clone(if i % 2 == 0 { &a } else { &b });
-        clients.push(tokio::spawn(async move {
-            let mut admitted = 0u64;
-            for _ in 0..100 {
-                if quota.check(&user).await.expect("limited").admitted {
-                    admitted += 1;
-                }
-            }
-            admitted
-        }));
-    }
-    let mut admitted = 0;
-    for client in clients {
-        admitted += client.await.unwrap();
-    }
-    let calls = a.redis_calls().unwrap() + b.redis_calls().unwrap();
-    assert!(admitted <= limit, "{admitted} admitted");
-    assert!(calls < 3_200 / 4, "{calls} script calls for 3,200 checks");
-
-    // Every reservation ends with its second; the sweepers give back what was not used. (And
-    // the refusals made while reservations were out, which the replicas remember, last at most
-    // three seconds.)
-    tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
-    let key = format!("{prefix}user:{id}");
-    let mut conn = admin().await;
-    assert_eq!(
-        counted(&mut conn, &key).await,
-        admitted,
-        "exactly the admitted are counted"
-    );
-
-    // The rest of the quota, one check at a time over both replicas: exactly what is left.
-    let mut more = 0;
-    for i in 0..(limit - admitted + 50) {
-        let quota = if i % 2 == 0 { &a } else { &b };
-        if quota.check(&user).await.unwrap().admitted {
-            more += 1;
-        }
-    }
-    assert_eq!(admitted + more, limit);
-    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
-    assert_eq!(counted(&mut conn, &key).await, limit);
-    let _: () = conn.del(&key).await.unwrap();
-}
-
-/// A caller sending one request at a time, quickly, gets reservations too (from its count of
-/// the current second): few script calls, and after the sweep exactly its requests counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_busy_caller_one_request_at_a_time_is_served_from_reservations() {
+async fn every_check_of_a_caller_one_at_a_time_goes_to_redis() {
     let prefix = unique_prefix();
     let quota = redis_quota(
         &prefix,
         QuotaConfig {
             anonymous: 0,
             user: 1_000_000,
-            ..QuotaConfig::default()
-        },
-    );
-    let id = uuid::Uuid::new_v4();
-    let user = Subject::User(id);
-    let mut last = None;
-    for i in 1..=300 {
-        let decision = quota.check(&user).await.unwrap();
-        assert!(decision.admitted);
-        assert!(decision.remaining < 1_000_000, "request {i}");
-        if let Some(last) = last {
-            assert!(
-                decision.remaining < last,
-                "remaining goes down at every request"
-            );
-        }
-        last = Some(decision.remaining);
-    }
-    let calls = quota.redis_calls().unwrap();
-    assert!(calls < 60, "{calls} script calls for 300 requests");
-    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
-    let mut conn = admin().await;
-    let key = format!("{prefix}user:{id}");
-    assert_eq!(counted(&mut conn, &key).await, 300);
-
-    // At shutdown the reservation in hand goes back at once.
-    let mut made = 300;
-    let mut reserved = made;
-    while reserved == made && made < 600 {
-        assert!(quota.check(&user).await.unwrap().admitted);
-        made += 1;
-        reserved = counted(&mut conn, &key).await;
-    }
-    assert!(
-        reserved > made,
-        "a reservation out: {reserved} counted, {made} made"
-    );
-    assert_eq!(quota.give_back_reservations().await, reserved - made);
-    assert_eq!(counted(&mut conn, &key).await, made);
-    let _: () = conn.del(&key).await.unwrap();
-}
-
-/// With reservations off, every check of a caller sending one request at a time is a call.
-#[tokio::test]
-async fn without_reservations_every_check_goes_to_redis() {
-    let prefix = unique_prefix();
-    let quota = redis_quota(
-        &prefix,
-        QuotaConfig {
-            anonymous: 0,
-            user: 1_000_000,
-            reservations: false,
             ..QuotaConfig::default()
         },
     );
@@ -619,40 +391,5 @@ async fn without_reservations_every_check_goes_to_redis() {
     let mut conn = admin().await;
     let key = format!("{prefix}user:{id}");
     assert_eq!(counted(&mut conn, &key).await, 50);
-    let _: () = conn.del(&key).await.unwrap();
-}
-
-/// A caller refused while another replica's reservation may still come back is told to retry
-/// within seconds, not a day; once it is back, the caller is admitted again.
-#[tokio::test(flavor = "current_thread")]
-async fn a_refusal_while_a_reservation_is_out_is_short() {
-    let key = unique_key("user:short");
-    let (a, b) = (
-        RedisCounter::connect(&redis_url()).unwrap(),
-        RedisCounter::connect(&redis_url()).unwrap(),
-    );
-    let (_, grant) = a
-        .attempt_or_reserve(&key, 1100, DAY_MS, Some(100))
-        .await
-        .unwrap();
-    let grant = grant.expect("1,099 left: a reservation");
-    assert_eq!(grant.reserved, 1099 / 16);
-    let rest = 1100 - 1 - grant.reserved;
-    let taken = futures::future::join_all((0..rest).map(|_| b.attempt(&key, 1100, DAY_MS))).await;
-    assert!(taken.iter().all(|u| u.as_ref().is_ok_and(|u| u.admitted)));
-    let refused = b.attempt(&key, 1100, DAY_MS).await.unwrap();
-    assert!(!refused.admitted);
-    let wait = refused.release_at_ms.expect("a release") - refused.now_ms;
-    assert!(
-        (1..=3000).contains(&wait),
-        "retry within 3 s, not {wait} ms"
-    );
-    a.give_back_now(vec![unused(&key, grant.bucket, grant.reserved)])
-        .await
-        .unwrap();
-    let admitted = b.attempt(&key, 1100, DAY_MS).await.unwrap();
-    assert!(admitted.admitted);
-    assert_eq!(admitted.used, 1100 - grant.reserved + 1);
-    let mut conn = admin().await;
     let _: () = conn.del(&key).await.unwrap();
 }

@@ -5,6 +5,9 @@
 use secrecy::SecretString;
 use std::time::Duration;
 
+/// The request queue by contract.
+pub(crate) const DEFAULT_QUEUE: &str = "bourse.quotes";
+
 /// Providers, cache and upstream timeouts.
 #[derive(Debug, Clone)]
 pub struct QuoteConfig {
@@ -73,7 +76,7 @@ impl AmqpConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: SecretString::from(url.into()),
-            queue: crate::amqp::DEFAULT_QUEUE.into(),
+            queue: DEFAULT_QUEUE.into(),
             queue_expires: None,
             prefetch: 64,
             timeout: Duration::from_secs(5),

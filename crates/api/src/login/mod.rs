@@ -17,7 +17,7 @@
 //! counts are shared by all replicas (on the quota's connection); when Redis fails the replica's
 //! own counts decide.
 
-use crate::caller::AddrKey;
+use crate::identity::AddrKey;
 use crate::password::{Busy, Hashing};
 use crate::quota::redis::RedisCounter;
 use crate::ApiError;

@@ -1,8 +1,7 @@
 //! Quotes: log in for a JWT, ask for a quote, read your history, see the top stocks.
 //! The quote itself comes from the quote service through [`bourse_quotes::QuoteClient`].
 
-use crate::auth::{check_password, AdminUser, AuthUser};
-use crate::caller::ClientIp;
+use crate::auth::{check_password, AdminUser, AuthUser, ClientIp};
 use crate::extract::{JsonBody, QueryParams};
 use crate::login::Scheme;
 use crate::page::{check_limit, link_next};

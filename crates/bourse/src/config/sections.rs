@@ -315,10 +315,6 @@ pub struct Quotas {
         default_value = "bourse:quota:"
     )]
     pub quota_redis_prefix: String,
-    /// Serve busy callers far from their limit from reservations taken in Redis (about one
-    /// Redis call a second per busy caller instead of one per batch of requests).
-    #[arg(long, env = "BOURSE_QUOTA_RESERVATIONS", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
-    pub quota_reservations: bool,
 }
 
 /// The API's own bounds, its caches and its request log (`serve` only).

@@ -10,14 +10,14 @@ use super::{cancel_on_signal, connect, listen, redact, serve_http};
 use crate::config::{Api, Auth, Config, Database, Quotas};
 use crate::telemetry;
 use anyhow::Context;
-use bourse_api::caller::ClientAddrSource;
+use bourse_api::identity::ClientAddrSource;
 use bourse_api::jwt::JwtKeys;
 use bourse_api::login::{Logins, ThrottleConfig};
 use bourse_api::password::Hashing;
 use bourse_api::quota::redis::RedisCounter;
 use bourse_api::quota::{Quota, QuotaConfig, DAY};
 use bourse_api::request_log::{RequestLog, RequestLogConfig, RequestLogWriter};
-use bourse_api::{ApiContext, Readiness, Services, Traffic};
+use bourse_api::{ApiContext, Gatekeeping, Readiness, Services};
 use bourse_feed::ingest::{Ingestor, IngestorConfig};
 use bourse_feed::mqtt::{self, MqttConfig, MqttUrl};
 use bourse_feed::streamer::{self, StreamerConfig};
@@ -151,7 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Services {
             jwt,
             quotes: quote_client,
-            traffic,
+            gatekeeping: traffic,
             logins,
             paging: bourse_api::page::Paging::new(config.api.page_default, config.api.page_max)
                 .map_err(anyhow::Error::msg)?,
@@ -171,20 +171,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     info!(addr = %listener.local_addr()?, "bourse serve listening");
     cancel_on_signal(&shutdown);
-    let quota = ctx.quota.clone();
     // The server gives each request its peer address, what anonymous callers are counted by
     // (unless a proxy header is set).
     let served = serve_http(&config.http, listener, bourse_api::app(ctx), &shutdown).await;
     shutdown.cancel();
-    if let Some(quota) = quota {
-        let given_back = quota.give_back_reservations().await;
-        if given_back > 0 {
-            info!(
-                requests = given_back,
-                "quota: unused reservations given back to Redis"
-            );
-        }
-    }
 
     // Drain the feed: the source stops handing over messages, the ingestor commits and acks.
     if tokio::time::timeout(Duration::from_secs(30), async {
@@ -218,7 +208,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Quotas, the request log and the client address source, from the configuration; the request
 /// log's writer is returned to be finished at shutdown.
-fn traffic(config: &Api, quotas: &Quotas) -> anyhow::Result<(Traffic, Option<RequestLogWriter>)> {
+fn traffic(
+    config: &Api,
+    quotas: &Quotas,
+) -> anyhow::Result<(Gatekeeping, Option<RequestLogWriter>)> {
     let client_addr = match &config.trusted_proxy_header {
         Some(header) => ClientAddrSource::header(header).with_context(|| {
             format!("BOURSE_TRUSTED_PROXY_HEADER {header:?} is not a header name")
@@ -234,7 +227,6 @@ fn traffic(config: &Api, quotas: &Quotas) -> anyhow::Result<(Traffic, Option<Req
             .as_ref()
             .map(|url| url.expose_secret().to_owned()),
         redis_prefix: quotas.quota_redis_prefix.clone(),
-        reservations: quotas.quota_reservations,
     })
     .context("invalid BOURSE_REDIS_URL")?;
     match &quota {
@@ -264,7 +256,7 @@ fn traffic(config: &Api, quotas: &Quotas) -> anyhow::Result<(Traffic, Option<Req
         }
     };
     Ok((
-        Traffic {
+        Gatekeeping {
             client_addr,
             quota,
             request_log,
@@ -275,7 +267,7 @@ fn traffic(config: &Api, quotas: &Quotas) -> anyhow::Result<(Traffic, Option<Req
 
 /// The password checks: bounded hashing, and the throttle, whose counts live in Redis when one is
 /// configured (on the quota's connection when quotas use it).
-fn logins(config: &Auth, quotas: &Quotas, traffic: &Traffic) -> anyhow::Result<Logins> {
+fn logins(config: &Auth, quotas: &Quotas, traffic: &Gatekeeping) -> anyhow::Result<Logins> {
     let redis = match (
         traffic.quota.as_ref().and_then(Quota::redis),
         &quotas.redis_url,

@@ -17,9 +17,6 @@ use lapin::ConnectionProperties;
 
 use crate::QuoteError;
 
-/// The request queue by contract.
-pub const DEFAULT_QUEUE: &str = "bourse.quotes";
-
 /// RabbitMQ's direct reply-to pseudo-queue: replies come back on the caller's channel without
 /// a queue per client to declare and clean up.
 pub(crate) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";

@@ -1,6 +1,8 @@
-//! Who is calling: the client address and the resolved credentials, found once per request by
-//! the [`crate::gate`] for the quota (anonymous callers are counted per address, authenticated
-//! ones per user), the request log (which names the user) and the auth extractors.
+//! Who is calling, as plain values that the [`crate::auth`] extractors, the [`crate::quota`] and
+//! the [`crate::gate`] share: the [`Credential`] a request's `Authorization` header turned out to
+//! be, the [`Caller`] (client address and credential, found once per request by the gate), the
+//! client address ([`ClientAddrSource`], [`AddrKey`]) and which paths are tracked. It uses none
+//! of the modules that use it.
 //!
 //! The client address is the socket's peer address. Behind a reverse proxy every request comes
 //! from the proxy, so an operator can name a header the proxy sets (`X-Forwarded-For`,
@@ -8,14 +10,28 @@
 //! (earlier entries come from the client and can be forged). Never configure a header that
 //! clients can reach the service without passing through that proxy.
 
-use crate::auth::Credential;
-use crate::ApiContext;
-use axum::extract::{FromRequestParts, OriginalUri, Request};
+use axum::extract::{OriginalUri, Request};
 use axum::http::header::InvalidHeaderName;
-use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap, HeaderName, Uri};
 use bourse_store::users::User;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// What a request's `Authorization` header turned out to be.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// No `Authorization` header.
+    Absent,
+    /// Credentials of an active user.
+    Valid(User),
+    /// Credentials that identify no active user (a route that needs a user answers 401).
+    Invalid,
+    /// Not checked: the check failed for another reason (the database did not answer). The
+    /// extractor checks again and reports that error.
+    Unchecked,
+    /// Not checked, and not to be: too many attempts (429) or no hashing slot (503), with the
+    /// seconds to wait.
+    Refused { busy: bool, retry_after: u64 },
+}
 
 /// How the request log names a caller without valid credentials (Django's name for it).
 pub const ANONYMOUS: &str = "AnonymousUser";
@@ -46,23 +62,6 @@ impl Caller {
                 .filter(|e| !e.is_empty())
                 .unwrap_or(&u.username)
         })
-    }
-}
-
-/// The client's address, for handlers: the gate's when it ran, else found the same way.
-pub struct ClientIp(pub Option<IpAddr>);
-
-impl FromRequestParts<ApiContext> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        ctx: &ApiContext,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(match parts.extensions.get::<Caller>() {
-            Some(caller) => caller.addr,
-            None => crate::auth::client_ip(parts, ctx),
-        }))
     }
 }
 
