@@ -12,7 +12,6 @@
 //! - Events carry `published_at` so that publishing them to RabbitMQ is itself an outbox
 //!   ([`Store::unpublished_events`]): an event is never lost between commit and broker.
 
-pub use crate::outbox::EventBatch;
 use crate::row::{truncate_micros, Columns};
 use crate::{Store, StoreError};
 use async_trait::async_trait;
