@@ -1,6 +1,7 @@
 //! The throttle's counts: in Redis when one is configured (shared by replicas), else, and while
 //! Redis fails, in this replica's memory (asking Redis again once a second).
 
+use crate::quota::fallback::REDIS_RETRY;
 use crate::quota::redis::RedisCounter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,10 +10,6 @@ use std::time::{Duration, Instant};
 
 /// Bound on counts kept in memory; past it the expired ones are dropped, then the oldest.
 const MAX_MEMORY_KEYS: usize = 100_000;
-
-/// After a Redis failure the replica counts alone this long before asking Redis again: an outage
-/// then costs one response timeout a second, not one per password check.
-const REDIS_RETRY_MS: u64 = 1_000;
 
 /// Counters that live for a window from their first addition.
 pub(super) struct Counts {
@@ -38,7 +35,8 @@ impl Counts {
         }
     }
 
-    /// Redis, unless it failed less than [`REDIS_RETRY_MS`] ago.
+    /// Redis, unless it failed less than the quota's [`REDIS_RETRY`] ago: the replica counts alone
+    /// meanwhile, so an outage costs one response timeout a second, not one per password check.
     fn redis(&self) -> Option<&RedisCounter> {
         let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let retry_at = self.redis_retry_at.load(Ordering::Relaxed);
@@ -148,7 +146,7 @@ impl Counts {
     /// Redis is left alone for a while; failures are logged once a minute at most.
     fn redis_failed(&self, e: &::redis::RedisError) {
         let elapsed = self.started.elapsed();
-        let retry_at = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX) + REDIS_RETRY_MS;
+        let retry_at = u64::try_from((elapsed + REDIS_RETRY).as_millis()).unwrap_or(u64::MAX);
         self.redis_retry_at.store(retry_at, Ordering::Relaxed);
         let now = elapsed.as_secs() + 60;
         if self.last_warning.swap(now, Ordering::Relaxed) + 60 <= now {
