@@ -1,10 +1,10 @@
 //! The throttle's counts: in Redis when one is configured (shared by replicas), else, and while
-//! Redis fails, in this replica's memory (asking Redis again once a second).
+//! Redis fails, in this replica's memory. The Redis counter's circuit, shared with the quotas,
+//! decides when Redis is asked again, so an outage costs one response timeout a second, not one
+//! per password check.
 
-use crate::quota::fallback::REDIS_RETRY;
 use crate::quota::redis::RedisCounter;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -16,11 +16,6 @@ pub(super) struct Counts {
     window: Duration,
     redis: Option<RedisCounter>,
     memory: Mutex<HashMap<String, (u64, Instant)>>,
-    started: Instant,
-    /// When Redis's last failure was logged (seconds since `started`, plus 60).
-    last_warning: AtomicU64,
-    /// Until when Redis is not asked (milliseconds since `started`).
-    redis_retry_at: AtomicU64,
 }
 
 impl Counts {
@@ -29,18 +24,7 @@ impl Counts {
             window,
             redis,
             memory: Mutex::new(HashMap::new()),
-            started: Instant::now(),
-            last_warning: AtomicU64::new(0),
-            redis_retry_at: AtomicU64::new(0),
         }
-    }
-
-    /// Redis, unless it failed less than the quota's [`REDIS_RETRY`] ago: the replica counts alone
-    /// meanwhile, so an outage costs one response timeout a second, not one per password check.
-    fn redis(&self) -> Option<&RedisCounter> {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let retry_at = self.redis_retry_at.load(Ordering::Relaxed);
-        self.redis.as_ref().filter(|_| retry_at <= now)
     }
 
     pub(super) fn backend_name(&self) -> &'static str {
@@ -56,7 +40,7 @@ impl Counts {
         if keys.is_empty() {
             return Vec::new();
         }
-        if let Some(redis) = self.redis() {
+        if let Some(redis) = &self.redis {
             let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
             let mut pipe = ::redis::pipe();
             for key in keys {
@@ -70,18 +54,16 @@ impl Counts {
                     .incr(key, delta)
                     .pttl(key);
             }
-            match redis.query::<Vec<i64>>(&pipe).await {
-                // (count, ms left) per key; a key without expiry (never here) gets a window.
-                Ok(answer) => {
-                    return answer
-                        .chunks(2)
-                        .map(|row| {
-                            let ttl = u64::try_from(row[1]).unwrap_or(window_ms);
-                            (row[0].max(0).unsigned_abs(), Duration::from_millis(ttl))
-                        })
-                        .collect();
-                }
-                Err(e) => self.redis_failed(&e),
+            // (count, ms left) per key; a key without expiry (never here) gets a window. On an
+            // error (logged by the counter's circuit), this replica counts meanwhile.
+            if let Ok(answer) = redis.query::<Vec<i64>>(&pipe).await {
+                return answer
+                    .chunks(2)
+                    .map(|row| {
+                        let ttl = u64::try_from(row[1]).unwrap_or(window_ms);
+                        (row[0].max(0).unsigned_abs(), Duration::from_millis(ttl))
+                    })
+                    .collect();
             }
         }
         let mut map = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
@@ -114,23 +96,20 @@ impl Counts {
         if keys.is_empty() {
             return Vec::new();
         }
-        if let Some(redis) = self.redis() {
+        if let Some(redis) = &self.redis {
             let mut pipe = ::redis::pipe();
             for key in keys {
                 pipe.cmd("GET").arg(*key).pttl(*key);
             }
-            match redis.query::<Vec<Option<i64>>>(&pipe).await {
-                Ok(answer) => {
-                    return answer
-                        .chunks(2)
-                        .map(|row| {
-                            let ttl = u64::try_from(row[1].unwrap_or(0)).unwrap_or(0);
-                            let count = row[0].unwrap_or(0).max(0).unsigned_abs();
-                            (count, Duration::from_millis(ttl))
-                        })
-                        .collect();
-                }
-                Err(e) => self.redis_failed(&e),
+            if let Ok(answer) = redis.query::<Vec<Option<i64>>>(&pipe).await {
+                return answer
+                    .chunks(2)
+                    .map(|row| {
+                        let ttl = u64::try_from(row[1].unwrap_or(0)).unwrap_or(0);
+                        let count = row[0].unwrap_or(0).max(0).unsigned_abs();
+                        (count, Duration::from_millis(ttl))
+                    })
+                    .collect();
             }
         }
         let map = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
@@ -143,24 +122,12 @@ impl Counts {
             .collect()
     }
 
-    /// Redis is left alone for a while; failures are logged once a minute at most.
-    fn redis_failed(&self, e: &::redis::RedisError) {
-        let elapsed = self.started.elapsed();
-        let retry_at = u64::try_from((elapsed + REDIS_RETRY).as_millis()).unwrap_or(u64::MAX);
-        self.redis_retry_at.store(retry_at, Ordering::Relaxed);
-        let now = elapsed.as_secs() + 60;
-        if self.last_warning.swap(now, Ordering::Relaxed) + 60 <= now {
-            tracing::warn!(error = %e, "login throttle: Redis failed, counting in this replica");
-        }
-    }
-
     pub(super) async fn clear(&self, key: &str) {
-        if let Some(redis) = self.redis() {
+        if let Some(redis) = &self.redis {
             let mut pipe = ::redis::pipe();
             pipe.del(key).ignore();
-            match redis.query::<()>(&pipe).await {
-                Ok(()) => return,
-                Err(e) => self.redis_failed(&e),
+            if redis.query::<()>(&pipe).await.is_ok() {
+                return;
             }
         }
         self.memory

@@ -1,26 +1,19 @@
 //! Counters in Redis, with this replica's own counter deciding while Redis does not answer, and
 //! the callers Redis refused refused here until their release.
 //!
-//! When Redis does not answer (within [`RESPONSE_TIMEOUT`]), the replica's memory counter decides
-//! (logged, and counted in `bourse_quota_backend_errors_total`): quotas stay in force, per
-//! replica, instead of either refusing everyone or letting everyone through. After a failure,
-//! requests go straight to the memory counter and one request per [`REDIS_RETRY`] probes Redis,
-//! so an outage costs no request more than one timeout.
+//! When Redis does not answer (within [`super::redis::RESPONSE_TIMEOUT`]), the replica's memory
+//! counter decides (counted in `bourse_quota_backend_errors_total`): quotas stay in force, per
+//! replica, instead of either refusing everyone or letting everyone through. The counter's
+//! [`super::circuit::Circuit`] sends requests straight to the memory counter while Redis fails,
+//! probing it once a second, so an outage costs no request more than one timeout.
 
 use super::memory::MemoryCounter;
-use super::redis::{RedisCounter, RESPONSE_TIMEOUT};
+use super::redis::RedisCounter;
 use super::window::Usage;
 use super::{Subject, BACKEND_ERRORS};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
-
-/// How often Redis is probed while it is failing.
-pub const REDIS_RETRY: Duration = Duration::from_secs(1);
-
-/// Redis failures are logged at most once per this.
-const WARN_EVERY: Duration = Duration::from_secs(10);
+use std::time::Instant;
 
 /// Bound on the refused callers remembered; past it, the expired ones are dropped, and if none
 /// has expired new ones are not remembered (Redis still answers them).
@@ -32,11 +25,6 @@ pub struct RedisWithFallback {
     fallback: MemoryCounter<Subject>,
     /// Instants here are milliseconds since this.
     started: Instant,
-    /// False after a failure, until a probe succeeds.
-    healthy: AtomicBool,
-    /// While unhealthy: when the next probe may go to Redis.
-    probe_at_ms: AtomicI64,
-    last_warning_ms: AtomicI64,
     refusals: Refusals,
 }
 
@@ -46,9 +34,6 @@ impl RedisWithFallback {
             redis,
             fallback: MemoryCounter::new(),
             started: Instant::now(),
-            healthy: AtomicBool::new(true),
-            probe_at_ms: AtomicI64::new(0),
-            last_warning_ms: AtomicI64::new(i64::MIN),
             refusals: Refusals::default(),
         }
     }
@@ -65,41 +50,12 @@ impl RedisWithFallback {
         if let Some(refused) = self.refusals.lookup(subject, now) {
             return refused;
         }
-        let retry = i64::try_from(REDIS_RETRY.as_millis()).unwrap_or(i64::MAX);
-        let ask_redis = self.healthy.load(Ordering::Acquire) || {
-            // Unhealthy: one request claims the next probe, the others do not wait.
-            let due = self.probe_at_ms.load(Ordering::Acquire);
-            now >= due
-                && self
-                    .probe_at_ms
-                    .compare_exchange(due, now + retry, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-        };
-        let answer = if ask_redis {
-            let key = key();
-            let attempt = self.redis.attempt(&key, limit, window_ms);
-            match tokio::time::timeout(RESPONSE_TIMEOUT, attempt).await {
-                Ok(Ok(usage)) => Ok(usage),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("no answer in time".to_string()),
-            }
-        } else {
-            Err(String::new())
-        };
-        match answer {
+        match self.redis.attempt(&key(), limit, window_ms).await {
             Ok(usage) => {
-                if !self.healthy.swap(true, Ordering::AcqRel) {
-                    tracing::info!("quota: Redis answers again; counters are shared");
-                }
                 self.refusals.note(subject, &usage, now);
                 usage
             }
-            Err(error) => {
-                if ask_redis {
-                    self.probe_at_ms.store(now + retry, Ordering::Release);
-                    self.healthy.store(false, Ordering::Release);
-                    self.warn(&error);
-                }
+            Err(_) => {
                 metrics::counter!(BACKEND_ERRORS).increment(1);
                 self.fallback.attempt(subject, limit, window_ms)
             }
@@ -108,20 +64,6 @@ impl RedisWithFallback {
 
     fn now_ms(&self) -> i64 {
         i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
-    }
-
-    fn warn(&self, error: &str) {
-        let now = self.now_ms();
-        let last = self.last_warning_ms.load(Ordering::Relaxed);
-        let every = i64::try_from(WARN_EVERY.as_millis()).unwrap_or(i64::MAX);
-        if now.saturating_sub(last) >= every
-            && self
-                .last_warning_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(error = %error, "quota: Redis did not answer; this replica's own counters decide meanwhile");
-        }
     }
 }
 
@@ -224,8 +166,7 @@ mod tests {
         ];
         assert_eq!(verdicts, [true, true, false]);
         // Only the first check asked Redis; the next probe is a second later.
-        assert!(!backend.healthy.load(Ordering::Acquire));
-        assert!(backend.probe_at_ms.load(Ordering::Acquire) > backend.now_ms());
+        assert!(backend.redis.is_failing());
         assert_eq!(backend.redis.calls(), 0, "no connection, no call");
     }
 }

@@ -16,6 +16,7 @@
 //! A caller Redis has refused is refused by the replica itself until its release, so a flood
 //! past a quota costs Redis nothing.
 
+pub mod circuit;
 pub mod fallback;
 pub mod memory;
 pub mod redis;

@@ -25,6 +25,7 @@
 //! disagree still share one window. A key expires when its newest bucket leaves the window. A
 //! key of another type (a sorted set left by an earlier version) is replaced by a fresh log.
 
+use super::circuit::Circuit;
 use super::window::{bucket_ms, Usage};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, Script};
@@ -38,7 +39,7 @@ use tokio::sync::oneshot;
 /// rule for each key's requests at one instant.
 const SCRIPT: &str = include_str!("check.lua");
 
-/// How long a quota check may wait for Redis before the replica's own counter decides.
+/// How long a call may wait for Redis before the replica's own counter decides.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 const CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -68,6 +69,8 @@ struct ScriptBatcher {
     /// (which `Quota` lets through once a second while Redis fails).
     conn: Mutex<Option<MultiplexedConnection>>,
     script: Script,
+    /// Whether Redis is asked, for the script calls and [`RedisCounter::query`] alike.
+    circuit: Circuit,
     /// Script calls made.
     calls: AtomicU64,
     queue: Mutex<Queue>,
@@ -113,6 +116,7 @@ impl RedisCounter {
                 config,
                 conn: Mutex::new(None),
                 script: Script::new(SCRIPT),
+                circuit: Circuit::default(),
                 calls: AtomicU64::new(0),
                 queue: Mutex::new(Queue::default()),
             }),
@@ -120,8 +124,12 @@ impl RedisCounter {
     }
 
     /// Counts one request of `key`: joins the next batch, and starts a task sending batches when
-    /// fewer than [`IN_FLIGHT`] do.
+    /// fewer than [`IN_FLIGHT`] do. Fails at once while the [`Circuit`] is open, and after
+    /// [`RESPONSE_TIMEOUT`] without an answer.
     pub async fn attempt(&self, key: &str, limit: u64, window_ms: i64) -> Answer {
+        if !self.batcher.circuit.admit() {
+            return Err(Arc::new(failing()));
+        }
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut guard = self
@@ -155,25 +163,44 @@ impl RedisCounter {
             // the batch of the others with it.
             tokio::spawn(Arc::clone(&self.batcher).flush());
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(Arc::new(RedisError::from(std::io::Error::other(
+        let answer = match tokio::time::timeout(RESPONSE_TIMEOUT, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(Arc::new(RedisError::from(std::io::Error::other(
                 "the quota batch was abandoned",
-            ))))
-        })
+            )))),
+            Err(_) => Err(Arc::new(no_answer())),
+        };
+        self.batcher
+            .record(answer.as_ref().map(|_| ()).map_err(|e| &**e));
+        answer
     }
 
     /// Runs `pipe` on this counter's connection (shared with other users of the same Redis, such
-    /// as the login throttle), with the same timeouts and reconnection.
+    /// as the login throttle), with the same timeouts, reconnection and [`Circuit`].
     pub async fn query<T: ::redis::FromRedisValue>(
         &self,
         pipe: &::redis::Pipeline,
     ) -> Result<T, RedisError> {
-        let mut conn = self.batcher.connection().await?;
-        let answer = pipe.query_async(&mut conn).await;
-        if let Err(e) = &answer {
-            self.batcher.drop_connection_after(e);
+        if !self.batcher.circuit.admit() {
+            return Err(failing());
         }
+        let answer = tokio::time::timeout(RESPONSE_TIMEOUT, async {
+            let mut conn = self.batcher.connection().await?;
+            let answer = pipe.query_async(&mut conn).await;
+            if let Err(e) = &answer {
+                self.batcher.drop_connection_after(e);
+            }
+            answer
+        })
+        .await
+        .unwrap_or_else(|_| Err(no_answer()));
+        self.batcher.record(answer.as_ref().map(|_| ()));
         answer
+    }
+
+    /// True while Redis is considered down (its calls fail at once).
+    pub fn is_failing(&self) -> bool {
+        self.batcher.circuit.is_open()
     }
 
     /// Script calls made so far (each carries a batch of checks).
@@ -237,6 +264,15 @@ impl ScriptBatcher {
         }
     }
 
+    /// Moves the circuit on a call's outcome: any error (an error reply too, which would only
+    /// come again) leaves Redis alone until the next probe.
+    fn record(&self, outcome: Result<(), &RedisError>) {
+        match outcome {
+            Ok(()) => self.circuit.succeeded(),
+            Err(e) => self.circuit.failed(e),
+        }
+    }
+
     /// Forgets the connection after an error that may have broken it.
     fn drop_connection_after(&self, e: &RedisError) {
         if e.is_unrecoverable_error() || e.is_timeout() {
@@ -274,6 +310,19 @@ impl Queue {
         }
         start
     }
+}
+
+fn failing() -> RedisError {
+    RedisError::from(std::io::Error::other(
+        "Redis is failing; it is asked again shortly",
+    ))
+}
+
+fn no_answer() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "Redis did not answer in time",
+    ))
 }
 
 /// Answers every check of `entries` with `e`.
@@ -400,5 +449,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The quotas and the login throttle share one circuit: once a quota check has waited out a
+    /// silent Redis, a login count does not wait again, and neither does the next check.
+    #[tokio::test]
+    async fn one_timeout_opens_the_circuit_for_every_user_of_the_connection() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", silent.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                sockets.push(socket); // accepted, never answered
+            }
+        });
+        let counter = RedisCounter::connect(&url).unwrap();
+        let started = std::time::Instant::now();
+        assert!(counter.attempt("quota:k", 10, 86_400_000).await.is_err());
+        assert!(started.elapsed() >= RESPONSE_TIMEOUT / 2, "Redis was asked");
+        assert!(counter.is_failing());
+
+        let started = std::time::Instant::now();
+        let mut pipe = ::redis::pipe();
+        pipe.get("login:k");
+        assert!(counter
+            .clone()
+            .query::<Vec<Option<i64>>>(&pipe)
+            .await
+            .is_err());
+        assert!(counter.attempt("quota:k", 10, 86_400_000).await.is_err());
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "the open circuit answers at once: {:?}",
+            started.elapsed()
+        );
+        held.abort();
     }
 }
