@@ -87,7 +87,7 @@ fn percentiles(mut ms: Vec<f64>) -> String {
 }
 
 fn resample_memory(rows: usize, runs: usize) {
-    let mut bars = Vec::with_capacity(rows);
+    let mut bars: Vec<Bar> = Vec::with_capacity(rows);
     walk(rows, |time, o, h, l, c, volume| {
         bars.push(Bar {
             symbol: "BENCH".into(),
@@ -127,7 +127,7 @@ async fn resample_db(url: &str, symbol: &str, frequency: &str, runs: usize) -> a
         rust.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         if store
-            .resample_in_database(symbol, None, None, spec, PushDown::Always, None)
+            .resample_in_database(symbol, None, None, spec, PushDown::Always, None, None)
             .await?
             .is_some()
         {

@@ -15,9 +15,12 @@ pub const MAX_SYMBOL_LEN: usize = crate::tick::MAX_NAME_LEN;
 
 /// One OHLCV bar. `time` is the first instant the bar covers: midnight UTC for daily bars, the
 /// start of the minute for intraday ones.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Bar {
-    pub symbol: String,
+///
+/// `S` is the symbol's type: a `String`, or `()` for the bars of a series whose symbol the
+/// reader already knows ([`SeriesBar`]), which then cost no allocation per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bar<S = String> {
+    pub symbol: S,
     pub time: DateTime<Utc>,
     pub open: Decimal,
     pub high: Decimal,
@@ -25,6 +28,9 @@ pub struct Bar {
     pub close: Decimal,
     pub volume: i64,
 }
+
+/// A bar of a series read by symbol: the symbol is the reader's.
+pub type SeriesBar = Bar<()>;
 
 /// Why a bar (or a CSV row meant to become one) was refused. The messages name the field and the
 /// offending value; the caller adds where it came from (file and line number).
@@ -145,8 +151,8 @@ impl Bar {
 /// (`i64`) fields, naming the field that holds its time; each series type keeps its own field names.
 #[macro_export]
 macro_rules! impl_ohlcv {
-    ($ty:ty, $time:ident) => {
-        impl $crate::bar::Ohlcv for $ty {
+    ($ty:ty, $time:ident $(, <$($g:ident),+>)?) => {
+        impl $(<$($g),+>)? $crate::bar::Ohlcv for $ty {
             fn time(&self) -> ::chrono::DateTime<::chrono::Utc> {
                 self.$time
             }
@@ -180,7 +186,7 @@ pub trait Ohlcv {
     fn volume(&self) -> i64;
 }
 
-crate::impl_ohlcv!(Bar, time);
+crate::impl_ohlcv!(Bar<S>, time, <S>);
 
 /// Whether a series is made of whole days or of intraday bars. It decides how a bar's time is
 /// rendered: `YYYY-MM-DD` for daily bars (as the financial-data API answers), RFC 3339 for intraday ones,

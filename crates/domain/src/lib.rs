@@ -39,7 +39,7 @@ pub mod tick;
 pub mod validation;
 
 pub use analysis::{Analysis, NewAnalysis, TargetType};
-pub use bar::{Bar, BarError, Ohlcv, SeriesKind};
+pub use bar::{Bar, BarError, Ohlcv, SeriesBar, SeriesKind};
 pub use indicators::{Indicator, IndicatorError, IndicatorSeries};
 pub use money::Price;
 pub use registration::Registration;

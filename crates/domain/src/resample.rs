@@ -216,6 +216,20 @@ pub struct ResampledBar {
 
 crate::impl_ohlcv!(ResampledBar, period_start);
 
+/// A bar already aggregated elsewhere (by the database) as one row of a resampled series.
+impl From<crate::SeriesBar> for ResampledBar {
+    fn from(b: crate::SeriesBar) -> Self {
+        ResampledBar {
+            period_start: b.time,
+            open: b.open,
+            high: b.high,
+            low: b.low,
+            close: b.close,
+            volume: b.volume,
+        }
+    }
+}
+
 /// Aggregates `bars`, which must be sorted by time (as the store returns them) and belong to one
 /// symbol, into bins of `spec.interval` periods of `spec.frequency`. See the module documentation
 /// for the rules. O(n), one pass; never panics.

@@ -10,21 +10,9 @@ use crate::{Store, StoreError};
 use async_trait::async_trait;
 use bourse_domain::{Bar, Frequency, Resample, ResampledBar};
 use chrono::{DateTime, NaiveDate, Utc};
-use rust_decimal::Decimal;
 use std::collections::HashMap;
 
-/// One stored bar of a series whose symbol the caller already knows (no per-row copy of it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeriesBar {
-    pub time: DateTime<Utc>,
-    pub open: Decimal,
-    pub high: Decimal,
-    pub low: Decimal,
-    pub close: Decimal,
-    pub volume: i64,
-}
-
-bourse_domain::impl_ohlcv!(SeriesBar, time);
+pub use bourse_domain::SeriesBar;
 
 /// The widest range PostgreSQL's `timestamptz` and SQLite's microseconds both hold comfortably;
 /// open bounds are bound as these so that the same prepared statement (and its index range scan)
@@ -65,6 +53,7 @@ pub(crate) fn last_per_key(bars: &[Bar]) -> Vec<&Bar> {
 /// The columns `ts, open, high, low, close, volume` of a bar.
 pub(crate) fn series_bar(r: &impl Columns) -> Result<SeriesBar, StoreError> {
     Ok(SeriesBar {
+        symbol: (),
         time: r.instant(0)?,
         open: r.decimal(1)?,
         high: r.decimal(2)?,
@@ -72,19 +61,6 @@ pub(crate) fn series_bar(r: &impl Columns) -> Result<SeriesBar, StoreError> {
         close: r.decimal(4)?,
         volume: r.int(5)?,
     })
-}
-
-impl From<SeriesBar> for ResampledBar {
-    fn from(b: SeriesBar) -> Self {
-        ResampledBar {
-            period_start: b.time,
-            open: b.open,
-            high: b.high,
-            low: b.low,
-            close: b.close,
-            volume: b.volume,
-        }
-    }
 }
 
 /// When a committed import batch must be on disk.
@@ -117,6 +93,16 @@ pub struct ResampleQuery<'a> {
     pub spec: Resample,
     pub when: PushDown,
     pub anchor: Option<DateTime<Utc>>,
+    /// At most this many bins, from the one holding the first bar of the range: one page.
+    pub bins: Option<u32>,
+}
+
+/// What the database resampled: the rows, and whether bars of the range lie past them (the
+/// query's `bins` cut it short).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResampledRows {
+    pub rows: Vec<ResampledBar>,
+    pub more: bool,
 }
 
 /// The bars' storage, one implementation per engine (see the module doc).
@@ -129,8 +115,7 @@ pub trait BarRepo: Send + Sync {
     async fn has_bars(&self, symbol: &str) -> Result<bool, StoreError>;
     async fn bars_empty(&self) -> Result<bool, StoreError>;
     /// [`Store::resample_in_database`]; `None` where the engine does not resample.
-    async fn resample(&self, q: ResampleQuery<'_>)
-        -> Result<Option<Vec<ResampledBar>>, StoreError>;
+    async fn resample(&self, q: ResampleQuery<'_>) -> Result<Option<ResampledRows>, StoreError>;
 }
 
 impl Store {
@@ -219,6 +204,10 @@ impl Store {
     ///
     /// With `anchor`, the bins are anchored at its period instead of the first bar's (see
     /// [`bourse_domain::resample_anchored`]): one page of a longer series.
+    ///
+    /// With `bins`, at most that many bins, from the one holding the range's first bar: one page
+    /// of a resampled series, in as many round trips as the whole range.
+    #[allow(clippy::too_many_arguments)]
     pub async fn resample_in_database(
         &self,
         symbol: &str,
@@ -227,16 +216,16 @@ impl Store {
         spec: Resample,
         when: PushDown,
         anchor: Option<DateTime<Utc>>,
-    ) -> Result<Option<Vec<ResampledBar>>, StoreError> {
-        let from = from.unwrap_or_else(lower_bound);
-        let to = to.unwrap_or_else(upper_bound);
+        bins: Option<u32>,
+    ) -> Result<Option<ResampledRows>, StoreError> {
         let q = ResampleQuery {
             symbol,
-            from,
-            to,
+            from: from.unwrap_or_else(lower_bound),
+            to: to.unwrap_or_else(upper_bound),
             spec,
             when,
             anchor,
+            bins,
         };
         self.bars.resample(q).await
     }
@@ -276,6 +265,7 @@ pub(crate) fn nominal_seconds(frequency: Frequency) -> i64 {
 mod tests {
     use super::*;
     use chrono::{Datelike, TimeZone};
+    use rust_decimal::Decimal;
 
     fn bar(symbol: &str, day: u32, close: i64) -> Bar {
         Bar {

@@ -3,7 +3,7 @@
 //! PostgreSQL resampling push-down against the domain's `resample`.
 
 use bourse_domain::bar_csv::parse_csv;
-use bourse_domain::{resample, Bar, Frequency, Resample, Tick};
+use bourse_domain::{resample, Bar, Frequency, Resample, ResampledBar, Tick};
 use bourse_store::bars::{PushDown, SeriesBar};
 use bourse_store::testing::on_both;
 use bourse_store::Engine;
@@ -126,6 +126,7 @@ fn days(symbol: &str, count: u32, shift: i64) -> Vec<Bar> {
 fn as_stored(bars: &[Bar]) -> Vec<SeriesBar> {
     bars.iter()
         .map(|b| SeriesBar {
+            symbol: (),
             time: b.time,
             open: b.open,
             high: b.high,
@@ -425,17 +426,36 @@ async fn resampling_in_postgres_matches_the_domain() {
                     let stored: Vec<SeriesBar> = store.bars("BENCH", from, to).await.unwrap();
                     let expected = resample(&stored, spec);
                     let pushed = store
-                        .resample_in_database("BENCH", from, to, spec, PushDown::Always, None)
+                        .resample_in_database("BENCH", from, to, spec, PushDown::Always, None, None)
+                        .await
+                        .unwrap();
+                    // One page of 3 bins: the rows of the bins before the window's end.
+                    let paged = store
+                        .resample_in_database(
+                            "BENCH",
+                            from,
+                            to,
+                            spec,
+                            PushDown::Always,
+                            None,
+                            Some(3),
+                        )
                         .await
                         .unwrap();
                     match store.engine() {
-                        Engine::Sqlite => assert!(pushed.is_none()),
+                        Engine::Sqlite => assert!(pushed.is_none() && paged.is_none()),
                         Engine::Postgres => {
-                            assert_eq!(
-                                pushed.unwrap(),
-                                expected,
-                                "{frequency}/{interval} {from:?}..{to:?}"
-                            )
+                            let what = format!("{frequency}/{interval} {from:?}..{to:?}");
+                            let pushed = pushed.unwrap();
+                            assert_eq!(pushed.rows, expected, "{what}");
+                            assert!(!pushed.more, "{what}");
+                            let first = stored[0].time;
+                            let end = spec.window(first, first, 3).unwrap().end.unwrap();
+                            let (page, rest): (Vec<&ResampledBar>, Vec<&ResampledBar>) =
+                                expected.iter().partition(|b| b.period_start < end);
+                            let paged = paged.unwrap();
+                            assert_eq!(paged.rows.iter().collect::<Vec<_>>(), page, "{what}");
+                            assert_eq!(paged.more, !rest.is_empty(), "{what}");
                         }
                     }
                 }
@@ -446,7 +466,7 @@ async fn resampling_in_postgres_matches_the_domain() {
         let daily = Resample::every(Frequency::Daily);
         let weekly = Resample::every(Frequency::Weekly);
         let coarse = |spec| {
-            store.resample_in_database("BENCH", None, None, spec, PushDown::WhenCoarse, None)
+            store.resample_in_database("BENCH", None, None, spec, PushDown::WhenCoarse, None, None)
         };
         assert!(coarse(daily).await.unwrap().is_none());
         assert_eq!(
@@ -461,10 +481,11 @@ async fn resampling_in_postgres_matches_the_domain() {
                 Resample::every(Frequency::Annual),
                 PushDown::Always,
                 None,
+                None,
             )
             .await
             .unwrap();
-        assert!(none.is_none_or(|rows| rows.is_empty()));
+        assert!(none.is_none_or(|page| page.rows.is_empty()));
     })
     .await;
 }

@@ -10,8 +10,12 @@ pub mod symbol;
 
 use crate::{ApiContext, ApiError};
 use axum::Router;
+use bourse_domain::money::as_number;
 use bourse_domain::tick::parse_timestamp;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Routes served both at their documented path and under `/api/v1`.
 pub fn router() -> Router<ApiContext> {
@@ -83,3 +87,20 @@ impl utoipa::PartialSchema for TimeBound {
 }
 
 impl utoipa::ToSchema for TimeBound {}
+
+/// Open, high, low and close of a bar or a quote: exact decimals, rendered as JSON numbers.
+#[derive(Serialize, ToSchema)]
+pub struct Ohlc {
+    #[serde(serialize_with = "as_number")]
+    #[schema(value_type = f64, example = 95.455002)]
+    pub open: Decimal,
+    #[serde(serialize_with = "as_number")]
+    #[schema(value_type = f64)]
+    pub high: Decimal,
+    #[serde(serialize_with = "as_number")]
+    #[schema(value_type = f64)]
+    pub low: Decimal,
+    #[serde(serialize_with = "as_number")]
+    #[schema(value_type = f64)]
+    pub close: Decimal,
+}

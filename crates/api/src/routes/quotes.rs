@@ -5,6 +5,7 @@ use crate::auth::{check_password, AdminUser, AuthUser, ClientIp};
 use crate::extract::{JsonBody, QueryParams};
 use crate::login::Scheme;
 use crate::page::{check_limit, link_next};
+use crate::routes::Ohlc;
 use crate::{ApiContext, ApiError};
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
@@ -152,18 +153,8 @@ pub struct HistoryView {
     date: String,
     name: String,
     symbol: String,
-    #[serde(serialize_with = "as_number")]
-    #[schema(value_type = f64)]
-    open: Decimal,
-    #[serde(serialize_with = "as_number")]
-    #[schema(value_type = f64)]
-    high: Decimal,
-    #[serde(serialize_with = "as_number")]
-    #[schema(value_type = f64)]
-    low: Decimal,
-    #[serde(serialize_with = "as_number")]
-    #[schema(value_type = f64)]
-    close: Decimal,
+    #[serde(flatten)]
+    prices: Ohlc,
 }
 
 impl From<&HistoryEntry> for HistoryView {
@@ -173,10 +164,12 @@ impl From<&HistoryEntry> for HistoryView {
             date: r.requested_at.to_rfc3339_opts(SecondsFormat::Secs, true),
             name: r.name.clone(),
             symbol: r.symbol.clone(),
-            open: r.open,
-            high: r.high,
-            low: r.low,
-            close: r.close,
+            prices: Ohlc {
+                open: r.open,
+                high: r.high,
+                low: r.low,
+                close: r.close,
+            },
         }
     }
 }

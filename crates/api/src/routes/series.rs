@@ -24,7 +24,7 @@
 
 use crate::extract::{PathParams, QueryParams};
 use crate::page::link_next;
-use crate::routes::TimeBound;
+use crate::routes::{Ohlc, TimeBound};
 use crate::{ApiContext, ApiError};
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, RawQuery, State};
@@ -34,14 +34,12 @@ use axum::routing::get;
 use axum::Router;
 use bourse_domain::bar::MAX_SYMBOL_LEN;
 use bourse_domain::indicators::{BollingerPoint, IndicatorPoint, MacdPoint};
-use bourse_domain::money::as_number;
 use bourse_domain::{
     resample, resample_anchored, Frequency, Indicator, IndicatorSeries, Ohlcv, Resample,
     ResampledBar, SeriesKind,
 };
 use bourse_store::bars::{PushDown, SeriesBar};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -140,8 +138,12 @@ impl SeriesSpec {
     }
 
     /// Canonical form of the request, the cache key.
-    fn key(&self) -> String {
-        format!("{:?}|{:?}|{:?}", self.resample, self.start, self.end)
+    /// The cache key of an answer about `symbol` for this range, `what` naming the answer.
+    fn key(&self, symbol: &str, what: std::fmt::Arguments<'_>) -> String {
+        format!(
+            "{symbol}\0{what}|{:?}|{:?}|{:?}",
+            self.resample, self.start, self.end
+        )
     }
 }
 
@@ -178,10 +180,18 @@ async fn load(ctx: &ApiContext, symbol: &str, spec: &SeriesSpec) -> Result<Serie
         None => Series::Raw(ctx.store.bars(symbol, spec.start, spec.end).await?),
         Some(r) => match ctx
             .store
-            .resample_in_database(symbol, spec.start, spec.end, r, PushDown::WhenCoarse, None)
+            .resample_in_database(
+                symbol,
+                spec.start,
+                spec.end,
+                r,
+                PushDown::WhenCoarse,
+                None,
+                None,
+            )
             .await?
         {
-            Some(rows) => Series::Resampled(rows, r.frequency),
+            Some(page) => Series::Resampled(page.rows, r.frequency),
             None => {
                 let bars = ctx.store.bars(symbol, spec.start, spec.end).await?;
                 Series::Resampled(resample(&bars, r), r.frequency)
@@ -229,7 +239,8 @@ async fn load_page(
 
 /// A page of a resampled series: `limit` bins of the range's bins (anchored at its first bar's
 /// period), from the bin of the first bar after the previous page's last bin. Only the bars of
-/// those bins are read.
+/// those bins are read. The first page costs what the whole range did before paging: on
+/// PostgreSQL one call that finds the range's ends and aggregates the page's bins.
 async fn resampled_page(
     ctx: &ApiContext,
     symbol: &str,
@@ -246,46 +257,52 @@ async fn resampled_page(
             .await?;
         Ok::<_, ApiError>(bars.first().map(|b| b.time))
     };
-    let Some(anchor) = first_bar(spec.start).await? else {
-        return Ok(empty);
+    // A later page keeps the series' anchor and starts at the bin after the previous page's last.
+    let (anchor, from) = match after {
+        None => (None, spec.start),
+        Some(a) => {
+            let Some(anchor) = first_bar(spec.start).await? else {
+                return Ok(empty);
+            };
+            match r.window(anchor, a, 1).and_then(|w| w.end) {
+                Some(end) => (Some(anchor), Some(end.max(anchor))),
+                None => return Ok(empty),
+            }
+        }
     };
-    let from = match after {
-        None => anchor,
-        Some(a) => match r.window(anchor, a, 1).and_then(|w| w.end) {
-            Some(end) => end.max(anchor),
-            None => return Ok(empty),
-        },
-    };
-    let Some(window) = first_bar(Some(from))
+    if let Some(page) = ctx
+        .store
+        .resample_in_database(
+            symbol,
+            from,
+            spec.end,
+            r,
+            PushDown::WhenCoarse,
+            anchor,
+            Some(limit),
+        )
         .await?
-        .and_then(|t| r.window(anchor, t, limit))
-    else {
+    {
+        let next = page.more.then(|| page.rows.last().map(|b| b.period_start));
+        return Ok((Series::Resampled(page.rows, r.frequency), next.flatten()));
+    }
+    // In Rust, on the bars of the page's bins.
+    let Some(first) = first_bar(from).await? else {
         return Ok(empty);
     };
-    let from = Some(window.start.max(spec.start.unwrap_or(window.start)));
+    let Some(window) = r.window(anchor.unwrap_or(first), first, limit) else {
+        return Ok(empty);
+    };
     let to = match (window.end, spec.end) {
         (Some(w), Some(e)) => Some((w - TimeDelta::microseconds(1)).min(e)),
         (Some(w), None) => Some(w - TimeDelta::microseconds(1)),
         (None, e) => e,
     };
-    let rows = match ctx
+    let bars = ctx
         .store
-        .resample_in_database(
-            symbol,
-            from,
-            to,
-            r,
-            PushDown::WhenCoarse,
-            Some(window.start),
-        )
-        .await?
-    {
-        Some(rows) => rows,
-        None => {
-            let bars = ctx.store.bars(symbol, from, to).await?;
-            resample_anchored(&bars, r, window.start)
-        }
-    };
+        .bars(symbol, Some(window.start.max(first)), to)
+        .await?;
+    let rows = resample_anchored(&bars, r, window.start);
     let more = match window.end {
         Some(end) => first_bar(Some(end)).await?.is_some(),
         None => false,
@@ -321,18 +338,8 @@ pub struct TimeSeriesRow<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = json!(null))]
     period_start: Option<String>,
-    #[serde(serialize_with = "as_number")]
-    #[schema(value_type = f64, example = 95.455002)]
-    open: Decimal,
-    #[serde(serialize_with = "as_number")]
-    #[schema(value_type = f64)]
-    high: Decimal,
-    #[serde(serialize_with = "as_number")]
-    #[schema(value_type = f64)]
-    low: Decimal,
-    #[serde(serialize_with = "as_number")]
-    #[schema(value_type = f64)]
-    close: Decimal,
+    #[serde(flatten)]
+    prices: Ohlc,
     volume: i64,
 }
 
@@ -352,10 +359,12 @@ fn row<'a, B: Ohlcv>(
         symbol,
         date,
         period_start,
-        open: bar.open(),
-        high: bar.high(),
-        low: bar.low(),
-        close: bar.close(),
+        prices: Ohlc {
+            open: bar.open(),
+            high: bar.high(),
+            low: bar.low(),
+            close: bar.close(),
+        },
         volume: bar.volume(),
     }
 }
@@ -404,10 +413,10 @@ pub async fn time_series(
     )?;
     let limit = ctx.paging.limit(q.limit)?;
     let after = super::time_bound("after", q.after.as_deref().map(str::trim), false)?;
-    let key = format!("series|{}|{limit}|{after:?}", spec.key());
+    let key = spec.key(&symbol, format_args!("series|{limit}|{after:?}"));
     let cached = ctx
         .series
-        .get_or_load(&symbol, &key, || async {
+        .get_or_load(&symbol, key, || async {
             let (series, next) = load_page(&ctx, &symbol, &spec, limit, after).await?;
             Ok(with_cursor(next, render_series(&symbol, &series)?))
         })
@@ -443,9 +452,11 @@ fn with_cursor(next: Option<DateTime<Utc>>, body: Bytes) -> Bytes {
 
 fn split_cursor(cached: Bytes) -> (Option<String>, Bytes) {
     let at = cached.iter().position(|&b| b == b'\n').unwrap_or(0);
-    let cursor = String::from_utf8_lossy(&cached[..at]).into_owned();
-    let body = cached.slice((at + 1).min(cached.len())..);
-    ((!cursor.is_empty()).then_some(cursor), body)
+    let cursor = match std::str::from_utf8(&cached[..at]) {
+        Ok(c) if !c.is_empty() => Some(c.to_owned()),
+        _ => None,
+    };
+    (cursor, cached.slice((at + 1).min(cached.len())..))
 }
 
 /// One indicator row. `date` (raw series) or `period_start` (resampled), then `value`, or the
@@ -595,10 +606,10 @@ pub async fn indicator(
         }
     })?;
     let spec = SeriesSpec::parse(series[0], series[1], series[2], series[3])?;
-    let key = format!("indicator|{indicator:?}|{}", spec.key());
+    let key = spec.key(&symbol, format_args!("indicator|{indicator:?}"));
     let body = ctx
         .series
-        .get_or_load(&symbol, &key, || async {
+        .get_or_load(&symbol, key, || async {
             let loaded = load(&ctx, &symbol, &spec).await?;
             let (values, kind, resampled) = match &loaded {
                 Series::Raw(bars) => (indicator.compute(bars), SeriesKind::of_bars(bars), false),

@@ -2,11 +2,11 @@
 //! ([`super::resample`]), and the live roll-up of ticks written as one array upsert.
 
 use super::{copy, resample, Pg};
-use crate::bars::{self, BarRange, BarRepo, Durability, ResampleQuery, SeriesBar};
+use crate::bars::{self, BarRange, BarRepo, Durability, ResampleQuery, ResampledRows, SeriesBar};
 use crate::StoreError;
 use async_trait::async_trait;
 use bourse_domain::rollup::{roll_up as minute_bars, MinuteRollup};
-use bourse_domain::{Bar, ResampledBar, Tick};
+use bourse_domain::{Bar, Tick};
 use futures::TryStreamExt;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -72,10 +72,7 @@ impl BarRepo for Pg {
         Ok(row.is_none())
     }
 
-    async fn resample(
-        &self,
-        q: ResampleQuery<'_>,
-    ) -> Result<Option<Vec<ResampledBar>>, StoreError> {
+    async fn resample(&self, q: ResampleQuery<'_>) -> Result<Option<ResampledRows>, StoreError> {
         resample::resample(&self.pool, q).await
     }
 }

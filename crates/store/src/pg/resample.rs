@@ -2,20 +2,20 @@
 //!
 //! [`Store::resample_in_database`]: crate::Store::resample_in_database
 
-use crate::bars::{self, nominal_seconds, PushDown, ResampleQuery};
+use crate::bars::{self, nominal_seconds, PushDown, ResampleQuery, ResampledRows};
 use crate::bars::{MAX_BINS, PUSH_DOWN_MIN_BARS_PER_BIN};
 use crate::StoreError;
 use bourse_domain::resample::bins;
 use bourse_domain::{Bin, Frequency, ResampledBar};
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use sqlx::PgPool;
 
 /// The bins of `q` aggregated in SQL, or `None` when the Rust path should resample.
 pub(super) async fn resample(
     pool: &PgPool,
     q: ResampleQuery<'_>,
-) -> Result<Option<Vec<ResampledBar>>, StoreError> {
-    let (symbol, from, to, spec) = (q.symbol, q.from, q.to, q.spec);
+) -> Result<Option<ResampledRows>, StoreError> {
+    let (symbol, from, mut to, spec) = (q.symbol, q.from, q.to, q.spec);
     // The first, second and last bar of the range: three index probes in one round trip.
     type Found = Option<DateTime<Utc>>;
     let (first, second, last): (Found, Found, Found) = sqlx::query_as(
@@ -31,8 +31,11 @@ pub(super) async fn resample(
     .bind(to)
     .fetch_one(pool)
     .await?;
-    let (Some(first), Some(last)) = (first, last) else {
-        return Ok(Some(Vec::new()));
+    let (Some(first), Some(mut last)) = (first, last) else {
+        return Ok(Some(ResampledRows {
+            rows: Vec::new(),
+            more: false,
+        }));
     };
     if q.when == PushDown::WhenCoarse {
         // The spacing of the first two bars stands for the series' (daily or minute bars).
@@ -45,7 +48,17 @@ pub(super) async fn resample(
             return Ok(None);
         }
     }
-    let anchor = q.anchor.unwrap_or(first);
+    let mut anchor = q.anchor.unwrap_or(first);
+    let mut more = false;
+    // One page: the bins from the first bar's, the range cut at their end.
+    if let Some(window) = q.bins.and_then(|n| spec.window(anchor, first, n)) {
+        anchor = window.start;
+        if let Some(end) = window.end.filter(|&end| last >= end) {
+            more = true;
+            to = to.min(end - TimeDelta::microseconds(1));
+            last = to;
+        }
+    }
     let rows = match bins(spec, anchor, last, MAX_BINS) {
         Some(bins) => {
             let starts: Vec<DateTime<Utc>> = bins.iter().map(|b| b.start).collect();
@@ -64,7 +77,10 @@ pub(super) async fn resample(
                 .as_ref()
                 .and_then(|b| b.first())
             else {
-                return Ok(Some(Vec::new()));
+                return Ok(Some(ResampledRows {
+                    rows: Vec::new(),
+                    more: false,
+                }));
             };
             let n = i64::from(spec.interval.get());
             let (bucket, months) = match spec.frequency {
@@ -103,10 +119,11 @@ pub(super) async fn resample(
             query.fetch_all(pool).await?
         }
     };
-    rows.iter()
+    let rows = rows
+        .iter()
         .map(|r| bars::series_bar(r).map(ResampledBar::from))
-        .collect::<Result<Vec<_>, StoreError>>()
-        .map(Some)
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Some(ResampledRows { rows, more }))
 }
 
 /// Resampling by bins (`$4` their starts, `$5` their exclusive ends, NULL for unbounded), each an

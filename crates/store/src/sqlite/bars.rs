@@ -2,12 +2,12 @@
 //! because decimal TEXT does not compare as numbers.
 
 use super::{micros, Sqlite};
-use crate::bars::{self, BarRange, BarRepo, Durability, ResampleQuery, SeriesBar};
+use crate::bars::{self, BarRange, BarRepo, Durability, ResampleQuery, ResampledRows, SeriesBar};
 use crate::row::Columns;
 use crate::StoreError;
 use async_trait::async_trait;
 use bourse_domain::rollup::{roll_up as minute_bars, MinuteRollup};
-use bourse_domain::{Bar, ResampledBar, Tick};
+use bourse_domain::{Bar, Tick};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sqlx::SqliteConnection;
@@ -109,10 +109,7 @@ impl BarRepo for Sqlite {
     }
 
     /// Resampling stays in Rust: TEXT prices do not aggregate as numbers.
-    async fn resample(
-        &self,
-        _: ResampleQuery<'_>,
-    ) -> Result<Option<Vec<ResampledBar>>, StoreError> {
+    async fn resample(&self, _: ResampleQuery<'_>) -> Result<Option<ResampledRows>, StoreError> {
         Ok(None)
     }
 }
