@@ -72,10 +72,7 @@ pub fn app(ctx: ApiContext) -> Router {
     }
     router
         .layer(axum::middleware::from_fn(http_metrics::track))
-        .layer(axum::middleware::from_fn_with_state(
-            ctx.clone(),
-            timeout::bound,
-        ))
+        .layer(timeout::DeadlineLayer(ctx.request_timeout))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(TraceLayer::new_for_http())

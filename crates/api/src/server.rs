@@ -4,7 +4,8 @@
 //! - a request's head must arrive within `header_timeout`, counted from the connection's opening
 //!   or the end of the previous response (so it also closes idle keep-alive connections);
 //! - a connection on which no byte moves either way for `idle_timeout` is closed (a stalled
-//!   upload, a stream whose reader stopped reading);
+//!   upload, a stream whose reader stopped reading), checked a few times per timeout, so it may
+//!   stay up to a quarter of it longer;
 //! - at most `max_connections` are served at once. Beyond, like nginx's `limit_conn`, a few more
 //!   are answered once: health, readiness and metrics normally, anything else 503 with
 //!   `Retry-After`; past those the socket is closed at once.
@@ -20,7 +21,7 @@ use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -77,7 +78,9 @@ pub async fn serve(
             stream,
             peer,
             limits,
-            shutdown: shutdown.clone(),
+            // A token of its own: polling the shared one from every connection would make them
+            // all take its lock on every wake-up.
+            shutdown: shutdown.child_token(),
         };
         if let Ok(permit) = slots.clone().try_acquire_owned() {
             tokio::spawn(conn.run(app.clone(), false, permit));
@@ -135,12 +138,10 @@ impl Conn {
             req.extensions_mut().insert(ConnectInfo(peer));
             req.map(Body::new)
         });
-        let started = Instant::now();
-        let last = Arc::new(AtomicU64::new(0));
+        let moved = Arc::new(AtomicBool::new(false));
         let io = TokioIo::new(Watched {
             inner: self.stream,
-            started,
-            last: last.clone(),
+            moved: moved.clone(),
         });
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new());
@@ -154,11 +155,10 @@ impl Conn {
             .serve_connection(io, TowerToHyperService::new(service))
             .with_upgrades());
         let idle = self.limits.idle_timeout;
+        // Quiet since this instant, as last seen by a check (one per quarter of the timeout).
+        let mut quiet_since = Instant::now();
         let mut closing = false;
         loop {
-            let quiet = started
-                .elapsed()
-                .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
             tokio::select! {
                 done = conn.as_mut() => {
                     if let Err(e) = done {
@@ -170,8 +170,10 @@ impl Conn {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = tokio::time::sleep(idle.saturating_sub(quiet)), if !idle.is_zero() => {
-                    if quiet >= idle {
+                _ = tokio::time::sleep(idle / 4), if !idle.is_zero() => {
+                    if moved.swap(false, Ordering::Relaxed) {
+                        quiet_since = Instant::now();
+                    } else if quiet_since.elapsed() >= idle {
                         tracing::debug!(%peer, "closing an idle connection");
                         break;
                     }
@@ -181,17 +183,15 @@ impl Conn {
     }
 }
 
-/// A stream that records when a byte last moved, in milliseconds since `started`.
+/// A stream that notes that a byte moved (a flag, not a clock read, on every read and write).
 struct Watched {
     inner: TcpStream,
-    started: Instant,
-    last: Arc<AtomicU64>,
+    moved: Arc<AtomicBool>,
 }
 
 impl Watched {
     fn moved(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
+        self.moved.store(true, Ordering::Relaxed);
     }
 }
 

@@ -24,7 +24,8 @@ pub struct Http {
     /// or of the previous response (so idle keep-alive connections close after it too).
     #[arg(long, env = "BOURSE_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 30)]
     pub http_header_timeout_secs: u64,
-    /// HTTP: a connection on which no byte moves for this many seconds is closed (0: never).
+    /// HTTP: a connection on which no byte moves for this many seconds is closed (0: never);
+    /// checked every quarter of it, so at most a quarter later.
     #[arg(long, env = "BOURSE_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub http_idle_timeout_secs: u64,
     /// HTTP: connections served at once per process; beyond, 503 (health is still answered).
