@@ -75,23 +75,24 @@ impl SeriesCache {
         }
     }
 
-    /// The cached body for `key` (an answer about `symbol`, which the key names), or the result
-    /// of `load` (then cached when it succeeded), shared by the concurrent callers of that key.
-    /// Errors are never cached.
-    pub async fn get_or_load<F, Fut>(
+    /// The cached body for (`symbol`, `key`), or the result of `load` (then cached when it
+    /// succeeded), shared by the concurrent callers of that key. Errors are never cached. The
+    /// key is written once, only when the cache is on.
+    pub async fn get_or_load<K, F, Fut>(
         &self,
         symbol: &str,
-        key: String,
+        key: K,
         load: F,
     ) -> Result<Bytes, ApiError>
     where
+        K: std::fmt::Display,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Bytes, ApiError>>,
     {
         if self.ttl.is_zero() {
             return load().await;
         }
-        let key = (key, self.generation(symbol));
+        let key = (format!("{symbol}\0{key}"), self.generation(symbol));
         let ttl = self.ttl;
         let entry = self
             .answers
@@ -182,24 +183,15 @@ mod tests {
             Ok::<_, ApiError>(Bytes::from_static(b"[]"))
         };
         for _ in 0..3 {
-            let body = cache
-                .get_or_load("AMZN", "AMZN raw".into(), load)
-                .await
-                .unwrap();
+            let body = cache.get_or_load("AMZN", "raw", load).await.unwrap();
             assert_eq!(&body[..], b"[]");
         }
         assert_eq!(loads.load(Ordering::SeqCst), 1);
         cache.invalidate("TSLA");
-        cache
-            .get_or_load("AMZN", "AMZN raw".into(), load)
-            .await
-            .unwrap();
+        cache.get_or_load("AMZN", "raw", load).await.unwrap();
         assert_eq!(loads.load(Ordering::SeqCst), 1);
         cache.invalidate("AMZN");
-        cache
-            .get_or_load("AMZN", "AMZN raw".into(), load)
-            .await
-            .unwrap();
+        cache.get_or_load("AMZN", "raw", load).await.unwrap();
         assert_eq!(loads.load(Ordering::SeqCst), 2);
     }
 
@@ -212,18 +204,18 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             Ok::<_, ApiError>(Bytes::from_static(b"[]"))
         };
-        cache.get_or_load("X", "X k".into(), slow).await.unwrap();
+        cache.get_or_load("X", "k", slow).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        cache.get_or_load("X", "X k".into(), slow).await.unwrap();
+        cache.get_or_load("X", "k", slow).await.unwrap();
         assert_eq!(loads.load(Ordering::SeqCst), 1, "kept ~300 ms, not 1 ms");
         let fast = || async {
             loads.fetch_add(1, Ordering::SeqCst);
             Ok::<_, ApiError>(Bytes::from_static(b"[]"))
         };
         cache.invalidate("X");
-        cache.get_or_load("X", "X k".into(), fast).await.unwrap();
+        cache.get_or_load("X", "k", fast).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        cache.get_or_load("X", "X k".into(), fast).await.unwrap();
+        cache.get_or_load("X", "k", fast).await.unwrap();
         assert_eq!(
             loads.load(Ordering::SeqCst),
             3,
@@ -235,20 +227,20 @@ mod tests {
     async fn errors_are_not_cached_and_zero_ttl_disables() {
         let cache = SeriesCache::new(Duration::from_secs(60), 1 << 20);
         let r = cache
-            .get_or_load("X", "X k".into(), || async {
+            .get_or_load("X", "k", || async {
                 Err::<Bytes, _>(ApiError::NotFound("no".into()))
             })
             .await;
         assert!(r.is_err());
         let r = cache
-            .get_or_load("X", "X k".into(), || async { Ok(Bytes::from_static(b"1")) })
+            .get_or_load("X", "k", || async { Ok(Bytes::from_static(b"1")) })
             .await;
         assert_eq!(&r.unwrap()[..], b"1");
 
         let off = SeriesCache::new(Duration::ZERO, 1 << 20);
         let loads = AtomicUsize::new(0);
         for _ in 0..2 {
-            off.get_or_load("X", "X k".into(), || async {
+            off.get_or_load("X", "k", || async {
                 loads.fetch_add(1, Ordering::SeqCst);
                 Ok(Bytes::from_static(b"1"))
             })

@@ -52,9 +52,10 @@ impl Circuit {
         }
     }
 
-    /// Redis answered a call.
+    /// Redis answered a call. A read, not a write, while it was answering already: this runs
+    /// on every quota check.
     pub fn succeeded(&self) {
-        if !self.healthy.swap(true, Ordering::AcqRel) {
+        if !self.healthy.load(Ordering::Acquire) && !self.healthy.swap(true, Ordering::AcqRel) {
             tracing::info!("Redis answers again: quotas and login counts are shared again");
         }
     }

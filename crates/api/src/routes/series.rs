@@ -136,13 +136,21 @@ impl SeriesSpec {
             end,
         })
     }
+}
 
-    /// Canonical form of the request, the cache key.
-    /// The cache key of an answer about `symbol` for this range, `what` naming the answer.
-    fn key(&self, symbol: &str, what: std::fmt::Arguments<'_>) -> String {
-        format!(
-            "{symbol}\0{what}|{:?}|{:?}|{:?}",
-            self.resample, self.start, self.end
+/// An answer's cache key beside its symbol: what the answer is, and the range it covers.
+struct AnswerKey<'a, W> {
+    what: W,
+    spec: &'a SeriesSpec,
+}
+
+impl<W: std::fmt::Debug> std::fmt::Display for AnswerKey<'_, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.spec;
+        write!(
+            f,
+            "{:?}|{:?}|{:?}|{:?}",
+            self.what, s.resample, s.start, s.end
         )
     }
 }
@@ -413,7 +421,10 @@ pub async fn time_series(
     )?;
     let limit = ctx.paging.limit(q.limit)?;
     let after = super::time_bound("after", q.after.as_deref().map(str::trim), false)?;
-    let key = spec.key(&symbol, format_args!("series|{limit}|{after:?}"));
+    let key = AnswerKey {
+        what: ("series", limit, after),
+        spec: &spec,
+    };
     let cached = ctx
         .series
         .get_or_load(&symbol, key, || async {
@@ -606,7 +617,10 @@ pub async fn indicator(
         }
     })?;
     let spec = SeriesSpec::parse(series[0], series[1], series[2], series[3])?;
-    let key = spec.key(&symbol, format_args!("indicator|{indicator:?}"));
+    let key = AnswerKey {
+        what: ("indicator", indicator),
+        spec: &spec,
+    };
     let body = ctx
         .series
         .get_or_load(&symbol, key, || async {
